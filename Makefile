@@ -1,0 +1,35 @@
+# Set-up is part of every target: a fresh machine needs nothing but python3 and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test check pytest bench docs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml erp/tryton/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,erp]' -e erp/tryton
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/revbridge demo --workdir demo-work
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: check pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+docs: $(STAMP)
+	$(BIN)/revbridge docs --write docs/configuration.md

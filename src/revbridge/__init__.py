@@ -1,0 +1,1 @@
+"""revbridge: healthcare revenue-cycle integration middleware."""

@@ -1,0 +1,395 @@
+"""The store interface. Stage code depends on this module only, never on a backend.
+
+One unit of work is one database transaction: everything a step does (its effects, the
+events it emits, the jobs it enqueues, the exceptions it opens, the audit of its state
+changes, the completion of its own job) is committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from revbridge.domain.events import Event
+from revbridge.domain.journal import Journal, JournalStatus
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """Bytes exactly as received (a whole file, an MLLP frame, an HTTP body)."""
+
+    id: int
+    channel: str
+    name: str
+    content_type: str
+    sha256: str
+    size: int
+    received_at: datetime
+
+
+class UnitStatus:
+    PENDING = "pending"
+    NORMALISED = "normalised"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class NewUnit:
+    """A unit of business input inside a raw message (an X12 ST..SE, an HL7 message)."""
+
+    raw_id: int
+    kind: str
+    natural_key: str
+    content_hash: str
+    byte_start: int
+    byte_end: int
+    first_segment: int
+    envelope: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    id: int
+    raw_id: int
+    kind: str
+    natural_key: str
+    content_hash: str
+    byte_start: int
+    byte_end: int
+    first_segment: int
+    envelope: Mapping[str, str]
+    status: str
+    reason: str | None
+    created_at: datetime
+
+
+class JobStatus:
+    READY = "ready"
+    LEASED = "leased"
+    DONE = "done"
+    PARKED = "parked"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: str
+    key: str
+    payload: Mapping[str, Any]
+    status: str
+    attempts: int
+    run_after: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    fence: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    position: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    journal: Journal
+    status: JournalStatus
+    target: str
+    unit_id: int | None
+    erp_document_id: str | None
+    created_at: datetime
+    posted_at: datetime | None
+    last_error: str | None
+
+
+class OutboxStatus:
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    target: str
+    journal_key: str
+    status: str
+    attempts: int
+    run_after: datetime
+    document_id: str | None
+    last_error: str | None
+
+
+class ExceptionStatus:
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class NewException:
+    """An item for a person. ``dedupe_key`` makes opening it idempotent."""
+
+    reason: str
+    detail: str
+    dedupe_key: str
+    subject: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionItem:
+    id: int
+    reason: str
+    detail: str
+    status: str
+    subject: Mapping[str, Any]
+    opened_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    detail: Mapping[str, Any]
+
+
+# ----------------------------------------------------------------------- repositories
+
+
+class RawRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(
+        self,
+        *,
+        channel: str,
+        name: str,
+        content_type: str,
+        sha256: str,
+        size: int,
+        stream: BinaryIO,
+    ) -> RawMessage:
+        """Store ``size`` bytes read from ``stream`` exactly (streamed, never all in memory)."""
+
+    @abc.abstractmethod
+    def find_by_sha256(self, sha256: str) -> RawMessage | None: ...
+
+    @abc.abstractmethod
+    def get(self, raw_id: int) -> RawMessage: ...
+
+    @abc.abstractmethod
+    def read(self, raw_id: int, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of a raw message."""
+
+    @abc.abstractmethod
+    def iter_chunks(
+        self, raw_id: int, start: int = 0, end: int | None = None, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
+        """The same bytes as ``read``, in chunks, for big messages."""
+
+
+class UnitRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, unit: NewUnit, status: str = UnitStatus.PENDING) -> Unit: ...
+
+    @abc.abstractmethod
+    def get(self, unit_id: int) -> Unit: ...
+
+    @abc.abstractmethod
+    def find(self, natural_key: str, content_hash: str) -> Unit | None:
+        """The first unit with this natural key and these exact bytes (a duplicate)."""
+
+    @abc.abstractmethod
+    def natural_key_seen(self, natural_key: str, content_hash: str) -> Unit | None:
+        """An earlier unit with this natural key but *different* bytes (control number reused)."""
+
+    @abc.abstractmethod
+    def by_raw(self, raw_id: int) -> list[Unit]: ...
+
+    @abc.abstractmethod
+    def set_status(self, unit_id: int, status: str, reason: str | None = None) -> None: ...
+
+
+class EventLog(abc.ABC):
+    @abc.abstractmethod
+    def append(self, events: Sequence[Event]) -> list[int]:
+        """Append in order; returns the positions (strictly increasing)."""
+
+    @abc.abstractmethod
+    def by_correlation(self, correlation_id: str) -> list[StoredEvent]: ...
+
+    @abc.abstractmethod
+    def by_key(self, value: str) -> list[StoredEvent]:
+        """Events with ``value`` among their business keys (any key name)."""
+
+    @abc.abstractmethod
+    def read_from(self, after_position: int, limit: int = 1000) -> list[StoredEvent]: ...
+
+    @abc.abstractmethod
+    def count(self) -> int: ...
+
+
+class JobQueue(abc.ABC):
+    @abc.abstractmethod
+    def enqueue(
+        self,
+        kind: str,
+        key: str,
+        payload: Mapping[str, Any],
+        *,
+        run_after: datetime | None = None,
+    ) -> int: ...
+
+    @abc.abstractmethod
+    def claim(
+        self, owner: str, now: datetime, lease_seconds: float, kinds: Sequence[str] | None = None
+    ) -> Job | None:
+        """Lease the oldest runnable job (ready and due, or leased with an expired lease).
+
+        Claiming raises the job's fencing token; completing it needs that token.
+        """
+
+    @abc.abstractmethod
+    def complete(self, job_id: int, fence: int) -> None:
+        """Mark done. Raises ``LeaseLost`` if the fence is stale."""
+
+    @abc.abstractmethod
+    def retry(self, job_id: int, fence: int, error: str, run_after: datetime) -> None:
+        """Back to ready at ``run_after``. Raises ``LeaseLost`` if the fence is stale."""
+
+    @abc.abstractmethod
+    def park(self, job_id: int, fence: int, error: str) -> None:
+        """Stop retrying; a person must act. Raises ``LeaseLost`` if the fence is stale."""
+
+    @abc.abstractmethod
+    def get(self, job_id: int) -> Job: ...
+
+    @abc.abstractmethod
+    def count(self, status: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def next_run_after(self) -> datetime | None:
+        """When the earliest not-yet-due ready job becomes due (None if nothing waits)."""
+
+
+class JournalRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, journal: Journal, *, target: str, unit_id: int | None) -> bool:
+        """Insert a prepared journal; ``False`` if the key exists (nothing changes)."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> JournalRecord | None: ...
+
+    @abc.abstractmethod
+    def all(self, status: JournalStatus | None = None) -> list[JournalRecord]: ...
+
+    @abc.abstractmethod
+    def mark_posted(self, key: str, document_id: str, at: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def mark_failed(self, key: str, error: str) -> None: ...
+
+    @abc.abstractmethod
+    def keys_by_source(self, value: str) -> list[str]:
+        """Keys of journals with a line whose source references contain ``value``."""
+
+
+class Outbox(abc.ABC):
+    @abc.abstractmethod
+    def add(self, target: str, journal_key: str) -> int: ...
+
+    @abc.abstractmethod
+    def due(self, target: str, now: datetime, limit: int) -> list[OutboxItem]:
+        """Pending or in-flight items whose ``run_after`` has come, oldest first."""
+
+    @abc.abstractmethod
+    def mark_in_flight(self, item_ids: Sequence[int]) -> None:
+        """Record an attempt is about to be made (attempts += 1) *before* calling the target."""
+
+    @abc.abstractmethod
+    def mark_done(self, item_id: int, document_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def mark_retry(self, item_id: int, error: str, run_after: datetime) -> None:
+        """Keep the status (in-flight stays in-flight: its outcome is unknown)."""
+
+    @abc.abstractmethod
+    def mark_failed(self, item_id: int, error: str) -> None: ...
+
+    @abc.abstractmethod
+    def count(self, status: str | None = None) -> int: ...
+
+
+class ExceptionRepository(abc.ABC):
+    @abc.abstractmethod
+    def open(self, item: NewException) -> tuple[int, bool]:
+        """Open (or find, by ``dedupe_key``) an item; returns (id, newly_opened)."""
+
+    @abc.abstractmethod
+    def get(self, item_id: int) -> ExceptionItem: ...
+
+    @abc.abstractmethod
+    def all(self, status: str | None = None) -> list[ExceptionItem]: ...
+
+    @abc.abstractmethod
+    def resolve(self, item_id: int, actor: str, at: datetime) -> None: ...
+
+
+class AuditLog(abc.ABC):
+    @abc.abstractmethod
+    def record(
+        self,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def for_subject(self, subject_type: str, subject_id: str) -> list[AuditEntry]: ...
+
+
+# ------------------------------------------------------------------- unit of work, store
+
+
+class UnitOfWork(abc.ABC):
+    """One transaction. Leaving the ``with`` block commits; an exception rolls back."""
+
+    raw: RawRepository
+    units: UnitRepository
+    events: EventLog
+    jobs: JobQueue
+    journals: JournalRepository
+    outbox: Outbox
+    exceptions: ExceptionRepository
+    audit: AuditLog
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]: ...
+
+    @abc.abstractmethod
+    def migrate(self) -> int:
+        """Apply pending schema migrations; returns the schema version now in force."""
+
+    @abc.abstractmethod
+    def check_durability(self) -> None:
+        """Raise ``ConfigurationError`` unless the settings guarantee durable commits."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
