@@ -1,0 +1,207 @@
+"""Load and validate the one YAML file that describes a deployment.
+
+Every problem is reported with its line (``revbridge.yaml:12: outputs[0].url: ...``).
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from revbridge.errors import ConfigurationError
+from revbridge.registry import ComponentSpec, Field
+
+ENV_VAR = "REVBRIDGE_CONFIG"
+DEFAULT_NAME = "revbridge.yaml"
+LIST_SECTIONS = ("inputs", "normalisers", "outputs")
+
+LEDGER_SPEC = ComponentSpec(
+    "ledger",
+    "ledger",
+    "Master data, posting rules, and which output receives journals.",
+    (
+        Field(
+            "master_data",
+            "path",
+            "Master data YAML (entities, facilities, payers, classes, accounts).",
+            example="master-data.yaml",
+        ),
+        Field("posting_rules", "path", "Versioned posting-rule set.", example="posting-rules.yaml"),
+        Field("target", "string", "Name of the output that books journals.", example="erp"),
+    ),
+)
+WORKER_SPEC = ComponentSpec(
+    "worker",
+    "worker",
+    "How workers lease and run jobs.",
+    (
+        Field(
+            "lease_seconds",
+            "number",
+            "Lease length; an expired lease lets another worker take the job.",
+            60.0,
+        ),
+        Field("poll_seconds", "number", "Idle wait between polls of the queue.", 1.0),
+        Field("post_batch_size", "integer", "Journals per call to an output.", 50),
+        Field("max_attempts", "integer", "Attempts before a failing job is parked.", 8),
+    ),
+)
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentConfig:
+    section: str
+    type: str
+    name: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    store: ComponentConfig
+    inputs: tuple[ComponentConfig, ...]
+    normalisers: tuple[ComponentConfig, ...]
+    outputs: tuple[ComponentConfig, ...]
+    ledger: Mapping[str, Any]
+    worker: Mapping[str, Any]
+
+    def output(self, name: str) -> ComponentConfig:
+        return next(o for o in self.outputs if o.name == name)
+
+
+def find_config(explicit: str | None) -> Path:
+    """``--config`` wins, then ``$REVBRIDGE_CONFIG``, then ``./revbridge.yaml``."""
+    return Path(explicit or os.environ.get(ENV_VAR) or DEFAULT_NAME)
+
+
+def load_config(path: Path, specs: Mapping[tuple[str, str], ComponentSpec]) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config: {exc.strerror}", location=str(path)) from exc
+    data, lines = _load_with_lines(path, text)
+    reader = _Reader(path, lines, specs)
+    config = reader.config(data)
+    if reader.problems:
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(reader.problems))
+    return config
+
+
+def _load_with_lines(path: Path, text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"not valid YAML: {exc}", location=str(path)) from exc
+    lines: dict[tuple[Any, ...], int] = {}
+    return (_plain(node, (), lines) if node is not None else {}), lines
+
+
+def _plain(node: yaml.Node, where: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
+    lines[where] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        return {k.value: _plain(v, (*where, k.value), lines) for k, v in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(v, (*where, i), lines) for i, v in enumerate(node.value)]
+    return yaml.SafeLoader(" ").construct_object(node)
+
+
+class _Reader:
+    def __init__(
+        self,
+        path: Path,
+        lines: dict[tuple[Any, ...], int],
+        specs: Mapping[tuple[str, str], ComponentSpec],
+    ) -> None:
+        self.path, self.lines, self.specs = path, lines, specs
+        self.problems: list[str] = []
+
+    def problem(self, where: tuple[Any, ...], message: str) -> None:
+        line = next(
+            (self.lines[where[:n]] for n in range(len(where), -1, -1) if where[:n] in self.lines), 1
+        )
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where).lstrip(".")
+        self.problems.append(f"{self.path}:{line}: {dotted or '(top)'}: {message}")
+
+    def config(self, data: Any) -> Config:
+        if not isinstance(data, dict):
+            self.problem((), "the file must be a mapping of sections")
+            data = {}
+        for key in data:
+            if key not in ("store", "ledger", "worker", *LIST_SECTIONS):
+                self.problem((key,), "unknown section")
+        store = self.component(("store",), data.get("store"), "store")
+        lists = {s: tuple(self.components(s, data.get(s) or [])) for s in LIST_SECTIONS}
+        ledger = self.fixed(("ledger",), data.get("ledger"), LEDGER_SPEC)
+        worker = self.fixed(("worker",), data.get("worker") or {}, WORKER_SPEC)
+        self.check_target(ledger, lists["outputs"])
+        return Config(
+            self.path,
+            store,
+            lists["inputs"],
+            lists["normalisers"],
+            lists["outputs"],
+            ledger,
+            worker,
+        )
+
+    def components(self, section: str, items: Any) -> list[ComponentConfig]:
+        if not isinstance(items, list):
+            self.problem((section,), "must be a list")
+            return []
+        return [self.component((section, i), item, section) for i, item in enumerate(items)]
+
+    def component(self, where: tuple[Any, ...], item: Any, section: str) -> ComponentConfig:
+        if not isinstance(item, dict) or "type" not in item:
+            self.problem(where, "must be a mapping with a 'type'")
+            return ComponentConfig(section, "?", "?", {})
+        options = {k: v for k, v in item.items() if k not in ("type", "name")}
+        spec = self.specs.get((section, item["type"]))
+        if spec is None:
+            known = sorted(t for s, t in self.specs if s == section)
+            self.problem(
+                (*where, "type"), f"unknown {section} type {item['type']!r}; known: {known}"
+            )
+            return ComponentConfig(section, item["type"], item["type"], options)
+        values = self.fixed(where, options, spec)
+        return ComponentConfig(section, item["type"], str(item.get("name", item["type"])), values)
+
+    def fixed(self, where: tuple[Any, ...], options: Any, spec: ComponentSpec) -> dict[str, Any]:
+        if not isinstance(options, dict):
+            self.problem(where, "must be a mapping")
+            return {}
+        values, problems = spec.validate(self.interpolate(where, options))
+        for name, message in problems:
+            self.problem((*where, name), message)
+        for f in spec.fields:
+            if f.type == "path" and isinstance(values.get(f.name), str):
+                values[f.name] = (self.path.parent / values[f.name]).resolve()
+        return values
+
+    def interpolate(self, where: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: self.expand((*where, k), v) if isinstance(v, str) else v for k, v in options.items()
+        }
+
+    def expand(self, where: tuple[Any, ...], text: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1), match.group(2))
+            if value is None:
+                self.problem(where, f"environment variable {match.group(1)} is not set")
+                return ""
+            return value
+
+        return _ENV.sub(repl, text)
+
+    def check_target(self, ledger: Mapping[str, Any], outputs: tuple[ComponentConfig, ...]) -> None:
+        target = ledger.get("target")
+        if target is not None and target not in {o.name for o in outputs}:
+            self.problem(("ledger", "target"), f"no output named {target!r}")

@@ -1,0 +1,1 @@
+"""The demo: a realistic remittance day through the whole flow."""

@@ -1,0 +1,238 @@
+"""Remittance events -> balanced journals (domain.md §5.3 E5–E9, E18–E26; E23/E24 apart).
+
+Granularity: one journal per payment (TRN) and legal entity, with reversals (CLP02 22) and
+corrections (the re-adjudication after a reversal) in journals of their own. Every line
+carries dimensions and the source references that let a person trace it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from revbridge.domain.events import Event, EventType
+from revbridge.domain.journal import Journal, JournalLine, posting_pair
+from revbridge.domain.master import OTHER_CLASS, Facility, FinancialClass, MasterData
+from revbridge.ledger.posting_rules import Action, AdjustmentRule, PostingRules
+from revbridge.store.base import NewException
+
+KINDS = ("remittance", "reversal", "correction")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerResult:
+    journals: list[Journal]
+    exceptions: list[NewException]
+
+
+@dataclass
+class _Context:
+    header: Event
+    facility: Facility
+    payer_id: str
+    fc: FinancialClass
+    self_pay: FinancialClass
+    rules: PostingRules
+    lines: dict[str, list[JournalLine]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    exceptions: list[NewException] = field(default_factory=list)
+    claim_status: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def payment(self) -> str:
+        return self.header.keys["payment"]
+
+    def dimensions(self, reason: str = "") -> dict[str, str]:
+        dims = {
+            "entity": self.facility.entity,
+            "facility": self.facility.code,
+            "payer": self.payer_id,
+            "financial_class": self.fc.code,
+        }
+        if reason:
+            dims["adjustment_reason"] = reason
+        return dims
+
+    def source(self, event: Event) -> dict[str, str]:
+        refs = {
+            "trn": self.header.data["trace_number"],
+            "payer_trn": self.header.data["trace_payer"],
+            "raw_id": str(event.source.raw_id),
+            "unit_id": str(event.source.unit_id),
+            "segment": str(event.source.segment),
+        }
+        for name in ("patient_control_number", "payer_claim_number", "plb_reference"):
+            if name in event.keys:
+                refs[name] = event.keys[name]
+        return refs
+
+    def exception(self, reason: str, detail: str, event: Event, **extra: Any) -> None:
+        subject = {**self.source(event), "payment": self.payment, **extra}
+        dedupe = f"{reason}:{self.payment}:{event.source.unit_id}:{event.source.segment}"
+        self.exceptions.append(NewException(reason, detail, dedupe, subject))
+
+
+def build_remittance_journals(
+    events: Sequence[Event], master: MasterData, rules: PostingRules
+) -> LedgerResult:
+    """Journals and exception items for the events of one remittance (one TRN)."""
+    header = next(e for e in events if e.type == EventType.REMITTANCE_RECEIVED)
+    ctx_or_result = _context(header, master, rules)
+    if isinstance(ctx_or_result, LedgerResult):
+        return ctx_or_result
+    ctx = ctx_or_result
+    for event in events:
+        _apply(ctx, event)
+    return LedgerResult(_journals(ctx, header, rules), ctx.exceptions)
+
+
+def _context(header: Event, master: MasterData, rules: PostingRules) -> _Context | LedgerResult:
+    data = header.data
+    npi = data["payee_id"] if data["payee_id_qualifier"] == "XX" else None
+    tin = data["payee_tin"] or (data["payee_id"] if data["payee_id_qualifier"] == "FI" else None)
+    facility = master.facility_for(npi, tin)
+    payer_id = data["payer_id"] or data["trace_payer"]
+    if facility is None:
+        detail = f"payee {data['payee_name']!r} (NPI {npi}, TIN {tin}) is not in the master data"
+        subject = {"payment": header.keys["payment"], "payee_npi": npi, "payee_tin": tin}
+        item = NewException(
+            "unknown_payee", detail, f"unknown_payee:{header.keys['payment']}", subject
+        )
+        return LedgerResult([], [item])
+    payer = master.payers.get(payer_id)
+    ctx = _Context(
+        header=header,
+        facility=facility,
+        payer_id=payer_id,
+        fc=master.financial_class(payer.financial_class if payer else OTHER_CLASS),
+        self_pay=master.financial_class(rules.self_pay_class),
+        rules=rules,
+    )
+    if payer is None:
+        detail = f"payer {payer_id} ({data['payer_name']}) is not mapped; posted under class other"
+        ctx.exceptions.append(
+            NewException("unknown_payer", detail, f"unknown_payer:{payer_id}", {"payer": payer_id})
+        )
+    return ctx
+
+
+def _apply(ctx: _Context, event: Event) -> None:
+    if event.type in (EventType.CLAIM_ADJUDICATED, EventType.CLAIM_REVERSED):
+        _claim(ctx, event)
+    elif event.type == EventType.ADJUSTMENT_BOOKED:
+        _adjustment(ctx, event)
+    elif event.type == EventType.PROVIDER_ADJUSTMENT_BOOKED:
+        _provider(ctx, event)
+
+
+def _kind(event: Event) -> str:
+    if event.type == EventType.CLAIM_REVERSED or event.data.get("claim_status") == "22":
+        return "reversal"
+    return "correction" if event.data.get("correction") else "remittance"
+
+
+def _claim(ctx: _Context, event: Event) -> None:
+    paid = Decimal(event.data["paid"])
+    if event.data["status"] == "4":
+        ctx.exception("claim_denied", f"claim denied; AR kept open for appeal (paid {paid})", event)
+    if paid:
+        ctx.lines[_kind(event)].extend(
+            posting_pair(
+                ctx.rules.cash_clearing,
+                ctx.fc.ar_account,
+                paid,
+                description=f"payment {event.keys['patient_control_number']}",
+                dimensions=ctx.dimensions(),
+                source=ctx.source(event),
+            )
+        )
+
+
+def _adjustment(ctx: _Context, event: Event) -> None:
+    data = event.data
+    reason = f"{data['group']}-{data['reason']}"
+    amount = Decimal(data["amount"])
+    if data["informational"] or not amount:
+        return
+    rule = ctx.rules.adjustment_rule(data["group"], data["reason"])
+    debit = _adjustment_account(ctx, rule, event, reason)
+    if debit is None:
+        return
+    ctx.lines[_kind(event)].extend(
+        posting_pair(
+            debit,
+            ctx.fc.ar_account,
+            amount,
+            description=f"{reason} {event.keys['patient_control_number']}",
+            dimensions=ctx.dimensions(reason),
+            source=ctx.source(event),
+        )
+    )
+
+
+def _adjustment_account(
+    ctx: _Context, rule: AdjustmentRule | None, event: Event, reason: str
+) -> str | None:
+    """The account to debit, or None when the rule says not to post (yet)."""
+    if rule is None:
+        detail = f"adjustment {reason} has no posting rule; booked to suspense {ctx.rules.suspense}"
+        ctx.exception("unmapped_code", detail, event, code=reason)
+        return ctx.rules.suspense
+    if rule.action is Action.CONTRACTUAL:
+        return ctx.fc.contractual_account
+    if rule.action is Action.PATIENT:
+        return ctx.self_pay.ar_account
+    if rule.action is Action.ACCOUNT:
+        return rule.account
+    if rule.action is Action.DENIAL and event.data["claim_status"] != "4":
+        detail = f"line/claim denial {reason} ({event.data['amount']}); AR kept open for appeal"
+        ctx.exception("claim_denied", detail, event, code=reason)
+    return None
+
+
+def _provider(ctx: _Context, event: Event) -> None:
+    data = event.data
+    amount = Decimal(data["amount"])
+    if not amount:
+        return
+    rule = ctx.rules.provider_rule(data["reason"])
+    if rule is None:
+        account = ctx.rules.suspense
+        detail = f"PLB {data['reason']} has no posting rule; booked to suspense {account}"
+        ctx.exception("unmapped_code", detail, event, code=f"PLB-{data['reason']}")
+    else:
+        account = rule.account_for(1 if amount > 0 else -1)
+    ctx.lines["remittance"].extend(
+        posting_pair(
+            account,
+            ctx.rules.cash_clearing,
+            amount,
+            description=f"PLB {data['reason']} {data['reference'] or ''}".strip(),
+            dimensions=ctx.dimensions(f"PLB-{data['reason']}"),
+            source=ctx.source(event),
+        )
+    )
+
+
+def _journals(ctx: _Context, header: Event, rules: PostingRules) -> list[Journal]:
+    data: Mapping[str, Any] = header.data
+    day = date.fromisoformat(data["production_date"] or data["effective_date"] or _day(header))
+    return [
+        Journal(
+            key=f"835:{ctx.payment}:{ctx.facility.entity}:{kind}",
+            entity=ctx.facility.entity,
+            date=day,
+            description=f"835 {kind} {data['payer_name']} TRN {data['trace_number']}",
+            lines=tuple(lines),
+            rule_version=rules.version,
+            kind=kind,
+        )
+        for kind, lines in ctx.lines.items()
+        if lines
+    ]
+
+
+def _day(header: Event) -> str:
+    return header.occurred_at.date().isoformat()

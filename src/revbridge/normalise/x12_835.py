@@ -1,0 +1,277 @@
+"""Normaliser ``x12_835``: one X12 835 transaction set -> canonical events, or a rejection.
+
+A pure function of (bytes, mapping version): the event ids are UUIDv7 whose time is the
+remittance date and whose random bits are a hash of the input, so a replay of the same
+bytes under the same mapping version yields the very same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from revbridge.domain.events import Event, EventType, SourceRef, uuid7
+from revbridge.domain.money import money_str
+from revbridge.formats.x12.balance import check_835
+from revbridge.formats.x12.issues import X12Error, X12Issue
+from revbridge.formats.x12.model835 import (
+    Adjustment,
+    ClaimPayment,
+    ProviderAdjustment,
+    Remittance835,
+)
+from revbridge.formats.x12.parse835 import parse_835_bytes
+from revbridge.formats.x12.tokenizer import Delimiters
+from revbridge.registry import ComponentSpec
+
+MAPPING_VERSION = "x12_835/1"
+SCHEMA_VERSION = 1
+
+SECONDARY_STATUSES = frozenset({"2", "3", "20", "21"})
+STATUS_KINDS = {
+    "1": "primary",
+    "2": "secondary",
+    "3": "tertiary",
+    "4": "denied",
+    "19": "primary_forwarded",
+    "20": "secondary_forwarded",
+    "21": "tertiary_forwarded",
+    "22": "reversal",
+    "23": "not_our_claim",
+    "25": "predetermination",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    events: list[Event]
+    warnings: list[X12Issue]
+    payment_key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    issues: list[X12Issue]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitInput:
+    """What the normaliser reads: the unit's bytes and where they came from."""
+
+    data: bytes
+    delimiters: str
+    first_segment: int
+    raw_id: int
+    unit_id: int
+    channel: str
+    content_hash: str
+    envelope: Mapping[str, str] = field(default_factory=dict)
+
+
+def normalise_835(unit: UnitInput, recorded_at: datetime) -> Normalised | Rejected:
+    try:
+        remittance = parse_835_bytes(
+            unit.data, Delimiters.decode(unit.delimiters), unit.first_segment
+        )
+    except X12Error as exc:
+        return Rejected([exc.issue])
+    issues = check_835(remittance)
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        return Rejected(errors)
+    warnings = [i for i in issues if i.severity != "error"]
+    return _events(remittance, unit, recorded_at, warnings)
+
+
+def payment_key(remittance: Remittance835) -> str:
+    """(TRN03, TRN02): the identity of a payment (domain.md §1.3)."""
+    return f"{remittance.trace_payer}:{remittance.trace_number}"
+
+
+def _events(
+    r: Remittance835, unit: UnitInput, recorded_at: datetime, warnings: list[X12Issue]
+) -> Normalised:
+    bodies = list(_bodies(r))
+    fingerprint = _fingerprint(bodies)
+    bodies[0][3]["fingerprint"] = fingerprint
+    build = _Builder(r, unit, recorded_at)
+    events = [build.event(n, *body) for n, body in enumerate(bodies)]
+    return Normalised(events, warnings, payment_key(r), fingerprint)
+
+
+def _fingerprint(bodies: list[Body]) -> str:
+    """What the remittance says, without where it sat: a resend has the same fingerprint."""
+    said = [(kind, keys, data) for kind, _segment, keys, data in bodies]
+    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()
+
+
+Body = tuple[str, int, dict[str, str], dict[str, Any]]
+
+
+def _bodies(r: Remittance835) -> Iterator[Body]:
+    """(type, segment, keys, data) for every event of the remittance, in order."""
+    payment = {"payment": payment_key(r), "trace_number": r.trace_number}
+    yield EventType.REMITTANCE_RECEIVED, r.first_segment, payment, _remittance_data(r)
+    reversed_accounts: set[str] = set()
+    for claim in r.claims:
+        keys = {**payment, **_claim_keys(claim)}
+        correction = claim.status != "22" and (
+            claim.original_payer_claim_number is not None
+            or claim.patient_control_number in reversed_accounts
+        )
+        if claim.status == "22":
+            reversed_accounts.add(claim.patient_control_number)
+        kind = EventType.CLAIM_REVERSED if claim.status == "22" else EventType.CLAIM_ADJUDICATED
+        yield kind, claim.segment_number, keys, _claim_data(claim, correction)
+        for adjustment, line in _adjustments(claim):
+            data = _adjustment_data(claim, adjustment, line, correction)
+            yield EventType.ADJUSTMENT_BOOKED, adjustment.segment_number, keys, data
+    for plb in r.provider_adjustments:
+        keys = {**payment, **({"plb_reference": plb.reference} if plb.reference else {})}
+        yield EventType.PROVIDER_ADJUSTMENT_BOOKED, plb.segment_number, keys, _plb_data(plb)
+
+
+def _claim_keys(claim: ClaimPayment) -> dict[str, str]:
+    keys = {"patient_control_number": claim.patient_control_number}
+    if claim.payer_claim_number:
+        keys["payer_claim_number"] = claim.payer_claim_number
+    if claim.original_payer_claim_number:
+        keys["original_payer_claim_number"] = claim.original_payer_claim_number
+    return keys
+
+
+def _adjustments(claim: ClaimPayment) -> Iterator[tuple[Adjustment, str | None]]:
+    for adjustment in claim.adjustments:
+        yield adjustment, None
+    for line in claim.lines:
+        for adjustment in line.adjustments:
+            yield adjustment, line.control_number or line.procedure
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _remittance_data(r: Remittance835) -> dict[str, Any]:
+    return {
+        "control_number": r.control_number,
+        "handling": r.handling,
+        "total_paid": money_str(r.total_paid),
+        "credit_debit": r.credit_debit,
+        "method": r.method,
+        "effective_date": _iso(r.effective_date),
+        "production_date": _iso(r.production_date),
+        "trace_number": r.trace_number,
+        "trace_payer": r.trace_payer,
+        "receiver_account": r.receiver_account,
+        "payer_id": r.payer.id,
+        "payer_name": r.payer.name,
+        "payee_id_qualifier": r.payee.id_qualifier,
+        "payee_id": r.payee.id,
+        "payee_tin": r.payee.tin,
+        "payee_name": r.payee.name,
+        "claim_count": len(r.claims),
+        "provider_adjustment_count": len(r.provider_adjustments),
+    }
+
+
+def _claim_data(claim: ClaimPayment, correction: bool) -> dict[str, Any]:
+    return {
+        "status": claim.status,
+        "status_kind": STATUS_KINDS.get(claim.status, "unknown"),
+        "correction": correction,
+        "charge": money_str(claim.charge),
+        "paid": money_str(claim.paid),
+        "patient_responsibility": (
+            None
+            if claim.patient_responsibility is None
+            else money_str(claim.patient_responsibility)
+        ),
+        "filing_indicator": claim.filing_indicator,
+        "facility_type": claim.facility_type,
+        "frequency": claim.frequency,
+        "statement_from": _iso(claim.statement_from),
+        "statement_to": _iso(claim.statement_to),
+        "lines": [
+            {
+                "procedure": line.procedure,
+                "charge": money_str(line.charge),
+                "paid": money_str(line.paid),
+                "revenue_code": line.revenue_code,
+                "control_number": line.control_number,
+                "service_date": _iso(line.service_date),
+                "segment": line.segment_number,
+            }
+            for line in claim.lines
+        ],
+    }
+
+
+def _adjustment_data(
+    claim: ClaimPayment, adjustment: Adjustment, line: str | None, correction: bool
+) -> dict[str, Any]:
+    informational = adjustment.group == "OA" and adjustment.reason == "23"
+    return {
+        "group": adjustment.group,
+        "reason": adjustment.reason,
+        "amount": money_str(adjustment.amount),
+        "quantity": None if adjustment.quantity is None else str(adjustment.quantity),
+        "level": "claim" if line is None else "line",
+        "line": line,
+        "claim_status": claim.status,
+        "correction": correction,
+        "informational": informational and claim.status in SECONDARY_STATUSES,
+    }
+
+
+def _plb_data(plb: ProviderAdjustment) -> dict[str, Any]:
+    return {
+        "reason": plb.reason,
+        "reference": plb.reference,
+        "amount": money_str(plb.amount),
+        "provider_id": plb.provider_id,
+        "fiscal_period_end": _iso(plb.fiscal_period_end),
+    }
+
+
+class _Builder:
+    def __init__(self, r: Remittance835, unit: UnitInput, recorded_at: datetime) -> None:
+        self.unit, self.recorded_at = unit, recorded_at
+        day = r.production_date or r.effective_date or recorded_at.date()
+        self.occurred_at = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        self.correlation_id = f"835:{payment_key(r)}"
+        self.seed = f"{unit.content_hash}|{MAPPING_VERSION}"
+
+    def event(
+        self, ordinal: int, kind: str, segment: int, keys: dict[str, str], data: dict[str, Any]
+    ) -> Event:
+        rand = hashlib.sha256(f"{self.seed}|{ordinal}".encode()).digest()[:10]
+        return Event(
+            id=uuid7(int(self.occurred_at.timestamp() * 1000), rand),
+            type=kind,
+            schema_version=SCHEMA_VERSION,
+            occurred_at=self.occurred_at,
+            recorded_at=self.recorded_at,
+            entity=None,
+            facility=None,
+            keys=keys,
+            correlation_id=self.correlation_id,
+            causation_id=None,
+            source=SourceRef(self.unit.channel, self.unit.raw_id, self.unit.unit_id, segment),
+            data=data,
+        )
+
+
+SPEC = ComponentSpec(
+    "normalisers",
+    "x12_835",
+    "Turns X12 5010 835 remittances into canonical events: remittance received, claim "
+    f"adjudicated/reversed, adjustment booked, provider-level adjustment booked. Mapping "
+    f"version {MAPPING_VERSION}.",
+    (),
+)

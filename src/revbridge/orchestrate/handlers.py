@@ -1,0 +1,341 @@
+"""Job handlers: normalise a unit, build its journals, post journals to their target.
+
+Each handler does its work in one transaction with the completion of its job; ``post``
+is the exception by necessity: it records the attempt *before* calling the target, so a
+crash mid-call leaves an in-flight item that is looked up in the target before any resend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from revbridge.domain.events import Event, EventType, deterministic_id
+from revbridge.domain.journal import Journal
+from revbridge.domain.master import MasterData
+from revbridge.errors import BusinessError, DeliveryError
+from revbridge.formats.x12.issues import X12Issue
+from revbridge.ledger.posting_rules import PostingRules
+from revbridge.ledger.remittance import build_remittance_journals
+from revbridge.normalise.x12_835 import Normalised, Rejected, UnitInput, normalise_835
+from revbridge.orchestrate.worker import Handler, JobContext
+from revbridge.post.base import JournalSink
+from revbridge.store.base import NewException, OutboxItem, OutboxStatus, UnitOfWork, UnitStatus
+
+NORMALISE, JOURNAL, POST = "normalise", "journal", "post"
+SYSTEM = "revbridge"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    master: MasterData
+    rules: PostingRules
+    target: str
+    sinks: Callable[[str], JournalSink]
+    post_batch_size: int = 50
+
+
+def handlers(services: Services) -> dict[str, Handler]:
+    return {
+        NORMALISE: normalise,
+        JOURNAL: lambda ctx: journal(ctx, services),
+        POST: lambda ctx: post(ctx, services),
+    }
+
+
+# ----------------------------------------------------------------------------- normalise
+
+
+def normalise(ctx: JobContext) -> None:
+    with ctx.store.unit_of_work() as uow:
+        unit = uow.units.get(int(ctx.job.payload["unit_id"]))
+        raw = uow.raw.get(unit.raw_id)
+        data = uow.raw.read(unit.raw_id, unit.byte_start, unit.byte_end)
+        source = UnitInput(
+            data=data,
+            delimiters=unit.envelope["delimiters"],
+            first_segment=unit.first_segment,
+            raw_id=unit.raw_id,
+            unit_id=unit.id,
+            channel=raw.channel,
+            content_hash=unit.content_hash,
+            envelope=unit.envelope,
+        )
+        result = normalise_835(source, ctx.clock.now())
+        if isinstance(result, Rejected):
+            _reject(uow, source, raw.name, result.issues)
+        else:
+            _accept(uow, source, result)
+        ctx.complete(uow)
+
+
+def issue_exception(reason: str, issue: X12Issue, unit: UnitInput, name: str) -> NewException:
+    where = f"segment {issue.segment_number}" if issue.segment_number else "envelope"
+    subject = {
+        "file": name,
+        "raw_id": unit.raw_id,
+        "unit_id": unit.unit_id,
+        "segment": issue.segment_number,
+        "segment_id": issue.segment_id,
+        "element": issue.element,
+        "transaction": issue.transaction or unit.envelope.get("control_number"),
+        "code": issue.code,
+    }
+    dedupe = f"{reason}:{unit.unit_id}:{issue.code}:{issue.segment_number}:{issue.element}"
+    return NewException(reason, f"{name} {where}: {issue.message}", dedupe, subject)
+
+
+def _reject(uow: UnitOfWork, unit: UnitInput, name: str, issues: Sequence[X12Issue]) -> None:
+    uow.units.set_status(unit.unit_id, UnitStatus.REJECTED, issues[0].message)
+    for issue in issues:
+        uow.exceptions.open(issue_exception("rejected_transaction", issue, unit, name))
+    uow.audit.record(SYSTEM, "unit.rejected", "unit", str(unit.unit_id), {"issues": len(issues)})
+
+
+def _accept(uow: UnitOfWork, unit: UnitInput, result: Normalised) -> None:
+    prior = [
+        s.event
+        for s in uow.events.by_key(result.payment_key)
+        if s.event.type == EventType.REMITTANCE_RECEIVED
+    ]
+    if prior:
+        _resent(uow, unit, result, prior[0])
+        return
+    uow.events.append(result.events)
+    uow.units.set_status(unit.unit_id, UnitStatus.NORMALISED)
+    for issue in result.warnings:
+        uow.exceptions.open(
+            issue_exception("payer_data_warning", issue, unit, f"unit {unit.unit_id}")
+        )
+    header = result.events[0]
+    uow.jobs.enqueue(
+        JOURNAL,
+        result.payment_key,
+        {"correlation_id": header.correlation_id, "unit_id": unit.unit_id},
+    )
+    uow.audit.record(
+        SYSTEM,
+        "unit.normalised",
+        "unit",
+        str(unit.unit_id),
+        {"events": len(result.events), "payment": result.payment_key},
+    )
+
+
+def _resent(uow: UnitOfWork, unit: UnitInput, result: Normalised, prior: Event) -> None:
+    """The payment (TRN03, TRN02) was received before: a resend, or a payer error."""
+    if prior.data.get("fingerprint") == result.fingerprint:
+        uow.units.set_status(
+            unit.unit_id,
+            UnitStatus.DUPLICATE,
+            f"payment {result.payment_key} already received (resend)",
+        )
+        return
+    uow.units.set_status(
+        unit.unit_id,
+        UnitStatus.REJECTED,
+        f"payment {result.payment_key} received before with different content",
+    )
+    detail = (
+        f"payment {result.payment_key} was received before (unit {prior.source.unit_id}) "
+        "with different content; a corrected 835 must be escalated to the payer, not posted"
+    )
+    subject = {
+        "payment": result.payment_key,
+        "unit_id": unit.unit_id,
+        "raw_id": unit.raw_id,
+        "earlier_unit_id": prior.source.unit_id,
+    }
+    uow.exceptions.open(
+        NewException("payment_conflict", detail, f"payment_conflict:{unit.unit_id}", subject)
+    )
+
+
+# ------------------------------------------------------------------------------- journal
+
+
+def journal(ctx: JobContext, services: Services) -> None:
+    correlation_id = str(ctx.job.payload["correlation_id"])
+    with ctx.store.unit_of_work() as uow:
+        events = [s.event for s in uow.events.by_correlation(correlation_id)]
+        result = build_remittance_journals(events, services.master, services.rules)
+        unit_id = int(ctx.job.payload["unit_id"])
+        added = [
+            j for j in result.journals if _prepare(uow, j, services.target, unit_id, events[0])
+        ]
+        for item in result.exceptions:
+            uow.exceptions.open(item)
+        if added:
+            uow.jobs.enqueue(POST, services.target, {"target": services.target})
+        ctx.complete(uow)
+
+
+def _prepare(uow: UnitOfWork, journal: Journal, target: str, unit_id: int, cause: Event) -> bool:
+    if not uow.journals.add(journal, target=target, unit_id=unit_id):
+        return False
+    uow.outbox.add(target, journal.key)
+    uow.events.append(
+        [
+            _journal_event(
+                EventType.JOURNAL_PREPARED,
+                journal,
+                cause,
+                {
+                    "lines": len(journal.lines),
+                    "total": f"{journal.total:f}",
+                    "rule_version": journal.rule_version,
+                    "target": target,
+                },
+            )
+        ]
+    )
+    return True
+
+
+def _journal_event(kind: str, journal: Journal, cause: Event, data: Mapping[str, Any]) -> Event:
+    return Event(
+        id=deterministic_id(kind, journal.key),
+        type=kind,
+        schema_version=1,
+        occurred_at=cause.recorded_at,
+        recorded_at=cause.recorded_at,
+        entity=journal.entity,
+        facility=None,
+        keys={"journal": journal.key, **{k: v for k, v in cause.keys.items() if k == "payment"}},
+        correlation_id=cause.correlation_id,
+        causation_id=cause.id,
+        source=cause.source,
+        data=dict(data),
+    )
+
+
+# ---------------------------------------------------------------------------------- post
+
+
+def post(ctx: JobContext, services: Services) -> None:
+    target = str(ctx.job.payload["target"])
+    sink = services.sinks(target)
+    with ctx.store.unit_of_work() as uow:
+        items = uow.outbox.due(target, ctx.clock.now(), services.post_batch_size)
+        if not items:
+            ctx.complete(uow)
+            return
+        journals = {i.journal_key: _journal(uow, i.journal_key) for i in items}
+        uow.outbox.mark_in_flight([i.id for i in items])
+    outcome = _Outcome(posted=_already_there(sink, items))
+    try:
+        _deliver(
+            sink,
+            [journals[i.journal_key] for i in items if i.journal_key not in outcome.posted],
+            outcome,
+        )
+    except DeliveryError as exc:
+        _record(ctx, items, journals, outcome, complete=False)
+        _postpone(ctx, [i for i in items if i.journal_key not in outcome.posted], exc)
+        raise
+    _record(
+        ctx, items, journals, outcome, complete=True, more=len(items) == services.post_batch_size
+    )
+
+
+@dataclass
+class _Outcome:
+    posted: dict[str, str]
+    refused: dict[str, BusinessError] = field(default_factory=dict)
+
+
+def _journal(uow: UnitOfWork, key: str) -> Journal:
+    record = uow.journals.get(key)
+    if record is None:
+        raise LookupError(f"outbox names journal {key}, which is not stored")
+    return record.journal
+
+
+def _already_there(sink: JournalSink, items: Sequence[OutboxItem]) -> dict[str, str]:
+    """Keys whose earlier attempt's outcome is unknown: ask the target before resending."""
+    unsure = [i.journal_key for i in items if i.status == OutboxStatus.IN_FLIGHT]
+    return dict(sink.lookup(unsure)) if unsure else {}
+
+
+def _deliver(sink: JournalSink, batch: Sequence[Journal], outcome: _Outcome) -> None:
+    """Post the batch; if the target refuses it, post one by one so one bad journal fails alone."""
+    if not batch:
+        return
+    try:
+        outcome.posted.update(sink.post(batch))
+        return
+    except BusinessError as exc:
+        if len(batch) == 1:
+            outcome.refused[batch[0].key] = exc
+            return
+    for journal in batch:
+        _deliver(sink, [journal], outcome)
+
+
+def _record(
+    ctx: JobContext,
+    items: Sequence[OutboxItem],
+    journals: Mapping[str, Journal],
+    outcome: _Outcome,
+    *,
+    complete: bool,
+    more: bool = False,
+) -> None:
+    now = ctx.clock.now()
+    with ctx.store.unit_of_work() as uow:
+        for item in items:
+            if item.journal_key in outcome.posted:
+                _mark_posted(
+                    uow, item, journals[item.journal_key], outcome.posted[item.journal_key], now
+                )
+            elif item.journal_key in outcome.refused:
+                _mark_refused(uow, item, outcome.refused[item.journal_key])
+        if more:
+            uow.jobs.enqueue(POST, items[0].target, {"target": items[0].target})
+        if complete:
+            ctx.complete(uow)
+
+
+def _mark_posted(
+    uow: UnitOfWork, item: OutboxItem, journal: Journal, document_id: str, now: datetime
+) -> None:
+    uow.outbox.mark_done(item.id, document_id)
+    uow.journals.mark_posted(item.journal_key, document_id, now)
+    prepared = next(
+        s.event
+        for s in uow.events.by_key(journal.key)
+        if s.event.type == EventType.JOURNAL_PREPARED
+    )
+    uow.events.append(
+        [
+            _journal_event(
+                EventType.JOURNAL_POSTED,
+                journal,
+                prepared,
+                {"target": item.target, "erp_document_id": document_id},
+            )
+        ]
+    )
+
+
+def _mark_refused(uow: UnitOfWork, item: OutboxItem, exc: BusinessError) -> None:
+    """The target refused the journal's content: park it for a person."""
+    uow.outbox.mark_failed(item.id, str(exc))
+    uow.journals.mark_failed(item.journal_key, str(exc))
+    uow.exceptions.open(
+        NewException(
+            "erp_rejected",
+            f"{item.target} refused journal {item.journal_key}: {exc}",
+            f"erp_rejected:{item.journal_key}",
+            {"journal": item.journal_key, "target": item.target, "code": exc.code},
+        )
+    )
+
+
+def _postpone(ctx: JobContext, items: Sequence[OutboxItem], exc: DeliveryError) -> None:
+    """Leave the items in flight (outcome unknown); the job's own backoff times the retry."""
+    with ctx.store.unit_of_work() as uow:
+        for item in items:
+            uow.outbox.mark_retry(item.id, f"{type(exc).__name__}: {exc}", ctx.clock.now())
