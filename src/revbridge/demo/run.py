@@ -74,7 +74,7 @@ def run_demo(workdir: Path, echo: Echo, *, day: date, use_erp: bool = True) -> D
 
 @contextmanager
 def _no_erp(echo: Echo) -> Iterator[str | None]:
-    echo("Tryton is not installed: journals go to GL CSV files (pip install 'revbridge[erp]')")
+    echo("no ERP: journals go to GL CSV files (Tryton not installed, or --no-erp)")
     yield None
 
 
