@@ -33,37 +33,11 @@ SQLITE_SPEC = ComponentSpec(
     "Embedded store: one SQLite file in WAL mode with synchronous=FULL (checked at start).",
     (Field("path", "path", "Database file.", example="revbridge.db"),),
 )
-ERP_TRYTON_SPEC = ComponentSpec(
-    "outputs",
-    "erp_tryton",
-    "Posts journals to Tryton (trytond 8.2, modules account + revbridge_erp) over JSON-RPC. "
-    "Each move carries the journal key, unique per company, so a resend is refused by the ERP.",
-    (
-        Field(
-            "url",
-            "string",
-            "Base URL of the trytond JSON-RPC server.",
-            example="http://127.0.0.1:8000/",
-        ),
-        Field("database", "string", "Tryton database name.", example="revbridge"),
-        Field("user", "string", "Tryton user.", "admin"),
-        Field("password", "secret", "Password of that user.", example="${REVBRIDGE_ERP_PASSWORD}"),
-        Field("journal", "string", "Code of the Tryton journal moves are booked in.", "MISC"),
-        Field("batch_size", "integer", "Moves per create call.", 50),
-        Field(
-            "timeout_seconds",
-            "number",
-            "Answer timeout; past it the outcome is unknown "
-            "and the key is looked up before any resend.",
-            30.0,
-        ),
-    ),
-)
 COMPONENT_SPECS: tuple[ComponentSpec, ...] = (
     SQLITE_SPEC,
     x12_files.SPEC,
     x12_835.SPEC,
-    ERP_TRYTON_SPEC,
+    erp_tryton.SPEC,
     gl_file.SPEC,
 )
 SPECS = {(s.section, s.type): s for s in COMPONENT_SPECS}

@@ -21,6 +21,7 @@ from revbridge.demo.run import DemoResult, run_demo
 from revbridge.errors import ConfigurationError
 from revbridge.ingest.x12_files import FileOutcome, ingest_file, iter_files
 from revbridge.observe.trace import Trace, trace
+from revbridge.orchestrate.worker import RunStats
 from revbridge.registry import reference_markdown
 from revbridge.sample import write_sample
 from revbridge.store.base import ExceptionItem, JournalRecord
@@ -125,8 +126,14 @@ def ingest(config_path: str | None, fmt: str, paths: tuple[Path, ...]) -> None:
     """Store files (or every file in folders): accepted / duplicate / rejected per file."""
     outcomes: list[FileOutcome] = []
     unreadable: list[str] = []
-    with app_for(config_path) as app:
-        for path in iter_files(list(paths)):
+    files = list(iter_files(list(paths)))
+    with (
+        app_for(config_path) as app,
+        click.progressbar(
+            files, label="ingest", file=sys.stderr, hidden=not sys.stderr.isatty()
+        ) as bar,
+    ):
+        for path in bar:
             try:
                 outcomes.append(ingest_file(app.store, path))
             except OSError as exc:
@@ -158,11 +165,26 @@ def _print_outcomes(outcomes: list[FileOutcome], unreadable: list[str]) -> None:
 def run(config_path: str | None, until_idle: bool) -> None:
     """Process all pending work."""
     with app_for(config_path) as app:
-        stats = app.worker().run_until_idle()
+        stats = app.worker().run_until_idle(
+            progress=_job_counter() if sys.stderr.isatty() else None
+        )
     click.echo(
         f"processed {stats.processed} jobs ({_kinds(stats.by_kind)}); "
         f"retried {stats.retried}; parked {stats.parked}"
     )
+
+
+def _job_counter() -> Callable[[RunStats], None]:
+    """A one-line counter on a terminal, redrawn at most five times a second."""
+    last = [0.0]
+
+    def show(stats: RunStats) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.2:
+            last[0] = now
+            click.echo(f"\r{stats.processed} jobs ({_kinds(stats.by_kind)})", nl=False, err=True)
+
+    return show
 
 
 def _kinds(by_kind: dict[str, int]) -> str:

@@ -78,10 +78,14 @@ class Worker:
         self._run(job)
         return True
 
-    def run_until_idle(self, max_wait_seconds: float = 30.0) -> RunStats:
+    def run_until_idle(
+        self, max_wait_seconds: float = 30.0, progress: Callable[[RunStats], None] | None = None
+    ) -> RunStats:
         """Run until no job is due, waiting for retries that fall due within ``max_wait``."""
         while True:
             if self.run_once():
+                if progress is not None:
+                    progress(self.stats)
                 continue
             wait = self._seconds_to_next_due()
             if wait is None or wait > max_wait_seconds:
