@@ -23,18 +23,12 @@ from revbridge.post import erp_tryton, gl_file
 from revbridge.post.base import JournalSink
 from revbridge.post.tryton_rpc import TrytonRPC
 from revbridge.post.tryton_setup import AccountSpec, EntitySpec, SetupReport, setup_erp
-from revbridge.registry import ComponentSpec, Field
+from revbridge.registry import ComponentSpec
 from revbridge.store import sqlite
 from revbridge.store.base import Store
 
-SQLITE_SPEC = ComponentSpec(
-    "store",
-    "sqlite",
-    "Embedded store: one SQLite file in WAL mode with synchronous=FULL (checked at start).",
-    (Field("path", "path", "Database file.", example="revbridge.db"),),
-)
 COMPONENT_SPECS: tuple[ComponentSpec, ...] = (
-    SQLITE_SPEC,
+    sqlite.SPEC,
     x12_files.SPEC,
     x12_835.SPEC,
     erp_tryton.SPEC,
