@@ -1,0 +1,108 @@
+"""Benchmark: X12 835 parsing throughput (claims per second).
+
+Compares, on the same synthetic file (>= 10,000 claims):
+  (a) naive     -- decode, split on "~", split each segment on "*" (the raw limit)
+  (b) revbridge -- envelope scan + parse_835 + check_835 per transaction
+  (c) pyx12     -- pyx12.x12file.X12Reader iterating every segment
+
+Best of 3 runs each.  Usage: python bench/bench_x12_parse.py [--claims N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from revbridge.formats.x12.balance import check_835
+from revbridge.formats.x12.envelope import scan
+from revbridge.formats.x12.parse835 import parse_835_bytes
+from revbridge.formats.x12.synthetic import synthetic_835
+
+
+def parse_and_check(path: str | Path) -> int:
+    """Scan, parse and balance-check every 835 in ``path``; returns claims processed."""
+    claims = 0
+    with open(path, "rb") as f:
+        report = scan(f)
+        for tx in report.transactions:
+            if tx.issues:
+                continue
+            f.seek(tx.start)
+            data = f.read(tx.end - tx.start)
+            remittance = parse_835_bytes(data, tx.delimiters, tx.first_segment)
+            errors = [i for i in check_835(remittance) if i.severity == "error"]
+            if errors:
+                raise RuntimeError(errors[0].message)
+            claims += len(remittance.claims)
+    return claims
+
+
+def naive_split(path: str | Path) -> int:
+    """The raw limit: no envelope, no validation, no model."""
+    claims = 0
+    text = Path(path).read_bytes().decode("latin-1")
+    for segment in text.split("~"):
+        elements = segment.strip().split("*")
+        if elements[0] == "CLP":
+            claims += 1
+    return claims
+
+
+def pyx12_reader(path: str | Path) -> int:
+    """pyx12's segment reader over the same file (segments only, no map validation)."""
+    import pyx12.x12file
+
+    claims = 0
+    with open(path, encoding="latin-1") as f:
+        for seg in pyx12.x12file.X12Reader(f):
+            if seg.get_seg_id() == "CLP":
+                claims += 1
+    return claims
+
+
+def best_of(runs: int, fn: Callable[[Path], int], path: Path) -> tuple[float, int]:
+    best = float("inf")
+    claims = 0
+    for _ in range(runs):
+        start = time.perf_counter()
+        claims = fn(path)
+        best = min(best, time.perf_counter() - start)
+    return best, claims
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--claims", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-pyx12", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synthetic.835"
+        path.write_bytes(synthetic_835(seed=42, claims=args.claims))
+        size = path.stat().st_size
+        print(f"file: {args.claims} claims, {size / 1e6:.1f} MB, best of {args.runs}")
+        candidates: list[tuple[str, Callable[[Path], int]]] = [
+            ("naive split", naive_split),
+            ("revbridge scan+parse+check", parse_and_check),
+        ]
+        if not args.skip_pyx12:
+            candidates.append(("pyx12 X12Reader", pyx12_reader))
+        rates: dict[str, float] = {}
+        print(f"{'implementation':<28} {'seconds':>8} {'claims/s':>10} {'MB/s':>7}")
+        for name, fn in candidates:
+            seconds, claims = best_of(args.runs, fn, path)
+            if claims != args.claims:
+                raise RuntimeError(f"{name} counted {claims} claims, expected {args.claims}")
+            rates[name] = claims / seconds
+            print(f"{name:<28} {seconds:>8.3f} {rates[name]:>10,.0f} {size / seconds / 1e6:>7.1f}")
+        ours = rates["revbridge scan+parse+check"]
+        print(f"revbridge / naive: {ours / rates['naive split']:.0%} (goal >= 40%)")
+        if "pyx12 X12Reader" in rates:
+            print(f"revbridge / pyx12: {ours / rates['pyx12 X12Reader']:.1f}x (goal >= 3x)")
+
+
+if __name__ == "__main__":
+    main()
