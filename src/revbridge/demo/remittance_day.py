@@ -384,6 +384,7 @@ def write_day(folder: Path, day: date, *, seed: int = 7, volume_claims: int = 30
         claims=volume_claims,
         claims_per_transaction=100,
         payer_ids=["BLUE01"],
+        day=day,
         payee_npis=[H01.id, H02.id],
     )
     paths.append(_write(folder / "era-blue-volume.835", volume))

@@ -88,9 +88,9 @@ class Worker:
                     progress(self.stats)
                 continue
             wait = self._seconds_to_next_due()
-            if wait is None or wait > max_wait_seconds:
-                return self.stats
-            self.clock.sleep(max(wait, 0.01))
+            if wait is None or wait <= 0 or wait > max_wait_seconds:
+                return self.stats  # <= 0: what is due is not ours to run (other kinds, leased)
+            self.clock.sleep(wait)
 
     def _seconds_to_next_due(self) -> float | None:
         with self.store.unit_of_work() as uow:

@@ -29,6 +29,7 @@ DEFAULT_PAYER_IDS = ("ACME01", "BLUEPLAN02", "MEDICARE03", "MEDICAID04")
 DEFAULT_PAYEE_NPIS = ("1234567893", "1245319599", "1003000126")
 ZERO = Decimal(0)
 _BASE_DAY = date(2024, 1, 1)
+_DAY = date(2025, 1, 3)  # default production date (DTM*405)
 _WHEN = datetime(2025, 1, 3, 9, 15)
 _PROCEDURES = (
     ("HC:99284", "0450"),
@@ -51,7 +52,10 @@ def _ein(payer_id: str) -> str:
 
 
 class _Generator:
-    def __init__(self, seed: int, payer_ids: Sequence[str], payee_npis: Sequence[str]) -> None:
+    def __init__(
+        self, seed: int, payer_ids: Sequence[str], payee_npis: Sequence[str], day: date = _DAY
+    ) -> None:
+        self.day = day
         self.rng = random.Random(seed)
         self.seed = seed
         self.payer_ids = payer_ids
@@ -213,7 +217,7 @@ class _Generator:
         self, npi: str, claims: Sequence[ClaimPayment]
     ) -> list[ProviderAdjustment]:
         rng = self.rng
-        period = date(2025, 12, 31)
+        period = date(self.day.year, 12, 31)
         items = []
         if rng.randint(1, 100) <= 40:
             items.append(
@@ -234,10 +238,14 @@ class _Generator:
         plb = self.provider_adjustments(npi, claims)
         total = sum((c.paid for c in claims), ZERO) - sum((p.amount for p in plb), ZERO)
         if total < ZERO:
-            plb.append(ProviderAdjustment(npi, date(2025, 12, 31), "FB", f"FWD{control}", total, 0))
+            plb.append(
+                ProviderAdjustment(
+                    npi, date(self.day.year, 12, 31), "FB", f"FWD{control}", total, 0
+                )
+            )
             total = ZERO
         paying = total > ZERO
-        effective = date(2025, 1, 6)
+        effective = self.day + timedelta(days=3)
         return Remittance835(
             control_number=control,
             handling="I" if paying else "H",
@@ -252,7 +260,7 @@ class _Generator:
             trace_number=f"EFT{self.seed}{control}",
             trace_payer=ein,
             trace_supplemental="",
-            production_date=date(2025, 1, 3),
+            production_date=self.day,
             payer=Party(f"PAYER {payer_id}", "XV", payer_id),
             payee=Party(f"HOSPITAL {npi}", "XX", npi, f"36{npi[-7:]}"),
             claims=tuple(claims),
@@ -305,9 +313,10 @@ def synthetic_remittances(
     payer_ids: Sequence[str] = DEFAULT_PAYER_IDS,
     payee_npis: Sequence[str] = DEFAULT_PAYEE_NPIS,
     start_control: int = 1,
+    day: date = _DAY,
 ) -> Iterator[Remittance835]:
     """The models behind :func:`synthetic_835` (balanced, deterministic for a seed)."""
-    gen = _Generator(seed, payer_ids, payee_npis)
+    gen = _Generator(seed, payer_ids, payee_npis, day)
     left = claims
     control = start_control
     while left > 0:
@@ -325,6 +334,7 @@ def synthetic_835(
     payer_ids: Sequence[str] = DEFAULT_PAYER_IDS,
     payee_npis: Sequence[str] = DEFAULT_PAYEE_NPIS,
     start_control: int = 1,
+    day: date = _DAY,
 ) -> bytes:
     """One interchange (one GS) whose STs carry ``claims`` claims in total."""
     remittances = list(
@@ -335,6 +345,7 @@ def synthetic_835(
             payer_ids=payer_ids,
             payee_npis=payee_npis,
             start_control=start_control,
+            day=day,
         )
     )
     text = "".join(
