@@ -65,7 +65,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(Path(args.child[0]), Path(args.child[1]))))
         return
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as folder:
+    with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.835"
         with path.open("wb") as out:
             claims = synthetic_835_stream(out, seed=11, target_bytes=int(args.megabytes * 2**20))
