@@ -70,5 +70,5 @@ def test_unset_variable_without_default_is_an_error(tmp_path: Path) -> None:
 def test_target_must_name_an_output(tmp_path: Path) -> None:
     path = write_sample(tmp_path)
     path.write_text(path.read_text().replace("  target: gl", "  target: sap"))
-    with pytest.raises(ConfigurationError, match="ledger.target: no output named 'sap'"):
+    with pytest.raises(ConfigurationError, match=r"ledger\.target: no output named 'sap'"):
         load_config(path, bootstrap.SPECS)
