@@ -64,13 +64,18 @@ class Event:
 def uuid7(unix_ms: int | None = None, rand: bytes | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit milliseconds, version, 74 random bits."""
     ms = int(time.time() * 1000) if unix_ms is None else unix_ms
-    tail = int.from_bytes(rand if rand is not None else os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
+    return uuid7_from_int(ms, int.from_bytes(rand if rand is not None else os.urandom(10), "big"))
+
+
+def uuid7_from_int(unix_ms: int, tail: int) -> str:
+    """A UUIDv7 from milliseconds and 80 bits (74 used): cheap enough for every event."""
+    value = (unix_ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((tail >> 62) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= tail & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def deterministic_id(namespace: str, *parts: object) -> str:

@@ -8,13 +8,12 @@ bytes under the same mapping version yields the very same events.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from revbridge.domain.events import Event, EventType, SourceRef, uuid7
+from revbridge.domain.events import Event, EventType, SourceRef, uuid7_from_int
 from revbridge.domain.money import money_str
 from revbridge.formats.x12.balance import check_835
 from revbridge.formats.x12.issues import X12Error, X12Issue
@@ -97,17 +96,21 @@ def _events(
     r: Remittance835, unit: UnitInput, recorded_at: datetime, warnings: list[X12Issue]
 ) -> Normalised:
     bodies = list(_bodies(r))
-    fingerprint = _fingerprint(bodies)
+    fingerprint = _fingerprint(unit)
     bodies[0][3]["fingerprint"] = fingerprint
     build = _Builder(r, unit, recorded_at)
     events = [build.event(n, *body) for n, body in enumerate(bodies)]
     return Normalised(events, warnings, payment_key(r), fingerprint)
 
 
-def _fingerprint(bodies: list[Body]) -> str:
-    """What the remittance says, without where it sat: a resend has the same fingerprint."""
-    said = [(kind, keys, data) for kind, _segment, keys, data in bodies]
-    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()
+def _fingerprint(unit: UnitInput) -> str:
+    """What the remittance says, without its control numbers: the bytes between the ST
+    and SE segments. A resend under new ISA/GS/ST numbers has the same fingerprint."""
+    delimiters = Delimiters.decode(unit.delimiters)
+    terminator = delimiters.segment.encode("latin-1")
+    body_start = unit.data.find(terminator) + len(terminator)
+    body_end = unit.data.rfind(b"SE" + delimiters.element.encode("latin-1"))
+    return hashlib.sha256(unit.data[body_start:body_end]).hexdigest()
 
 
 Body = tuple[str, int, dict[str, str], dict[str, Any]]
@@ -244,15 +247,17 @@ class _Builder:
         self.unit, self.recorded_at = unit, recorded_at
         day = r.production_date or r.effective_date or recorded_at.date()
         self.occurred_at = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        self.unix_ms = int(self.occurred_at.timestamp() * 1000)
         self.correlation_id = f"835:{payment_key(r)}"
-        self.seed = f"{unit.content_hash}|{MAPPING_VERSION}"
+        seed = f"{unit.content_hash}|{MAPPING_VERSION}".encode()
+        self.base = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big")
 
     def event(
         self, ordinal: int, kind: str, segment: int, keys: dict[str, str], data: dict[str, Any]
     ) -> Event:
-        rand = hashlib.sha256(f"{self.seed}|{ordinal}".encode()).digest()[:10]
+        tail = (self.base + ordinal * _ID_STRIDE) % (1 << 80)  # distinct per ordinal, stable
         return Event(
-            id=uuid7(int(self.occurred_at.timestamp() * 1000), rand),
+            id=uuid7_from_int(self.unix_ms, tail),
             type=kind,
             schema_version=SCHEMA_VERSION,
             occurred_at=self.occurred_at,
@@ -266,6 +271,8 @@ class _Builder:
             data=data,
         )
 
+
+_ID_STRIDE = 0x9E3779B97F4A7C15F39D  # odd: ordinals map to distinct 80-bit tails
 
 SPEC = ComponentSpec(
     "normalisers",
