@@ -9,8 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from revbridge import bootstrap
+from revbridge.cli import main
 from revbridge.config import load_config
 from revbridge.demo.remittance_day import write_day
 from revbridge.domain.events import EventType
@@ -130,3 +132,22 @@ def test_a_remittance_day_balances_to_the_835_totals(
     assert {r.status for r in records} == {JournalStatus.POSTED}
     assert len(moves(tryton.rpc)) == len(records)
     assert clearing_by_company(tryton.rpc) == dict(expected)
+
+
+def test_erp_setup_command_is_idempotent(
+    tryton: TrytonEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVBRIDGE_ERP_PASSWORD", ADMIN_PASSWORD)
+    config = write_sample(
+        tmp_path / "deploy",
+        target="erp",
+        erp_url=tryton.server.base_url,
+        erp_database=tryton.database,
+    )
+    runner = CliRunner()
+    first = runner.invoke(main, ["erp", "setup", "--config", str(config), "--year", "2026"])
+    assert first.exit_code == 0, first.output
+    assert "'RHS'" in first.output and "'RPG'" in first.output
+    again = runner.invoke(main, ["erp", "setup", "--config", str(config), "--year", "2026"])
+    assert again.exit_code == 0, again.output
+    assert "nothing (already set up)" in again.output
