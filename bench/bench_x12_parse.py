@@ -5,7 +5,7 @@ Compares, on the same synthetic file (>= 10,000 claims):
   (b) revbridge -- envelope scan + parse_835 + check_835 per transaction
   (c) pyx12     -- pyx12.x12file.X12Reader iterating every segment
 
-Best of 3 runs each.  Usage: python bench/bench_x12_parse.py [--claims N]
+Best of 5 runs each (--runs).  Usage: python bench/bench_x12_parse.py [--claims N]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def best_of(runs: int, fn: Callable[[Path], int], path: Path) -> tuple[float, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--claims", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-pyx12", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

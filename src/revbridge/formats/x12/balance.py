@@ -37,10 +37,6 @@ def check_835(r: Remittance835) -> list[X12Issue]:
     return issues
 
 
-def _total(adjustments: tuple[Adjustment, ...]) -> Decimal:
-    return sum((a.amount for a in adjustments), ZERO)
-
-
 # -- header -------------------------------------------------------------------------------
 
 
@@ -111,6 +107,21 @@ def _check_bpr(r: Remittance835, issues: list[X12Issue]) -> None:
 # -- claims -------------------------------------------------------------------------------
 
 
+def _sums(adjustments: tuple[Adjustment, ...]) -> tuple[Decimal, Decimal, bool]:
+    """Total, patient-responsibility (PR) total and "has a legacy CR group" in one pass."""
+    total = patient = ZERO
+    legacy = False
+    for a in adjustments:
+        amount = a.amount
+        total += amount
+        group = a.group
+        if group == "PR":
+            patient += amount
+        elif group == "CR":
+            legacy = True
+    return total, patient, legacy
+
+
 def _check_claim(r: Remittance835, claim: ClaimPayment, issues: list[X12Issue]) -> None:
     tx = r.control_number
     if claim.status not in VALID_CLAIM_STATUS:
@@ -125,12 +136,11 @@ def _check_claim(r: Remittance835, claim: ClaimPayment, issues: list[X12Issue]) 
                 transaction=tx,
             )
         )
-    adjusted = _total(claim.adjustments)
-    patient = _patient(claim.adjustments)
+    adjusted, patient, legacy = _sums(claim.adjustments)
     for line in claim.lines:
-        line_adjusted = _check_line(tx, line, issues)
+        line_adjusted, line_patient = _check_line(tx, line, issues)
         adjusted += line_adjusted
-        patient += _patient(line.adjustments)
+        patient += line_patient
     if claim.charge - adjusted != claim.paid:
         issues.append(
             make_issue(
@@ -156,15 +166,13 @@ def _check_claim(r: Remittance835, claim: ClaimPayment, issues: list[X12Issue]) 
                 severity="warning",
             )
         )
-    _check_groups(tx, claim.adjustments, issues)
+    if legacy:
+        _check_groups(tx, claim.adjustments, issues)
 
 
-def _patient(adjustments: tuple[Adjustment, ...]) -> Decimal:
-    return sum((a.amount for a in adjustments if a.group == "PR"), ZERO)
-
-
-def _check_line(tx: str, line: ServiceLine, issues: list[X12Issue]) -> Decimal:
-    adjusted = _total(line.adjustments)
+def _check_line(tx: str, line: ServiceLine, issues: list[X12Issue]) -> tuple[Decimal, Decimal]:
+    """Balance one service line; returns its adjustment and PR totals."""
+    adjusted, patient, legacy = _sums(line.adjustments)
     if line.charge - adjusted != line.paid:
         issues.append(
             make_issue(
@@ -177,8 +185,9 @@ def _check_line(tx: str, line: ServiceLine, issues: list[X12Issue]) -> Decimal:
                 transaction=tx,
             )
         )
-    _check_groups(tx, line.adjustments, issues)
-    return adjusted
+    if legacy:
+        _check_groups(tx, line.adjustments, issues)
+    return adjusted, patient
 
 
 def _check_groups(tx: str, adjustments: tuple[Adjustment, ...], issues: list[X12Issue]) -> None:
@@ -201,8 +210,8 @@ def _check_groups(tx: str, adjustments: tuple[Adjustment, ...], issues: list[X12
 
 
 def _check_transaction(r: Remittance835, issues: list[X12Issue]) -> None:
-    paid = sum((c.paid for c in r.claims), ZERO)
-    provider = sum((p.amount for p in r.provider_adjustments), ZERO)
+    paid = sum([c.paid for c in r.claims], ZERO)
+    provider = sum([p.amount for p in r.provider_adjustments], ZERO)
     if paid - provider != r.total_paid:
         issues.append(
             make_issue(
