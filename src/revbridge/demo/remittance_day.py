@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +22,7 @@ from revbridge.formats.x12.model835 import (
     Remittance835,
     ServiceLine,
 )
-from revbridge.formats.x12.synthetic import synthetic_835
+from revbridge.formats.x12.synthetic import reversal_of, synthetic_835
 from revbridge.formats.x12.write835 import render_835
 
 H01 = Party("REGIONAL MEDICAL CENTER", "XX", "1234567893", "361234567")
@@ -97,29 +96,6 @@ def clp(
         adjs,
         tuple(lines),
         0,
-    )
-
-
-def reversal(claim: ClaimPayment) -> ClaimPayment:
-    """CLP02 22: the original adjudication with every amount negated (5010 §1.10.2.8)."""
-
-    def neg(adjs: tuple[Adjustment, ...]) -> tuple[Adjustment, ...]:
-        return tuple(replace(a, amount=-a.amount) for a in adjs)
-
-    lines = tuple(
-        replace(s, charge=-s.charge, paid=-s.paid, adjustments=neg(s.adjustments))
-        for s in claim.lines
-    )
-    pr = None if claim.patient_responsibility is None else -claim.patient_responsibility
-    return replace(
-        claim,
-        status="22",
-        charge=-claim.charge,
-        paid=-claim.paid,
-        patient_responsibility=pr,
-        adjustments=neg(claim.adjustments),
-        lines=lines,
-        original_payer_claim_number=None,
     )
 
 
@@ -203,7 +179,7 @@ def acme(day: date) -> Remittance835:
             ],
         ),
         clp("ACCT1002", "4", "ICN-A-1002", charge="500", claim_adjustments=[("CO", "50", "500")]),
-        reversal(original),
+        reversal_of(original),
         clp(
             "ACCT0900",
             "1",
@@ -327,7 +303,7 @@ def medicaid(day: date) -> Remittance835:
         claim_adjustments=[("CO", "45", "180")],
         filing="MC",
     )
-    claims = [*map(reversal, originals), paid]
+    claims = [*map(reversal_of, originals), paid]
     net = sum((c.paid for c in claims), Decimal(0))
     plbs = [plb(C01, "FB", f"FB{day:%Y%m%d}", f"{net}", day.year)]
     return remittance(

@@ -201,7 +201,7 @@ class _Generator:
 
     def reversal_pair(self) -> list[ClaimPayment]:
         original = self.primary()
-        reversal = _negate(original)
+        reversal = reversal_of(original)
         pcn = original.patient_control_number
         correction = self.claim(
             "1",
@@ -281,7 +281,8 @@ def _negate_adjustments(items: tuple[Adjustment, ...]) -> tuple[Adjustment, ...]
     return tuple(replace(a, amount=-a.amount) for a in items)
 
 
-def _negate(c: ClaimPayment) -> ClaimPayment:
+def reversal_of(c: ClaimPayment) -> ClaimPayment:
+    """CLP02 22: the original adjudication with every amount negated (5010 §1.10.2.8)."""
     lines = tuple(
         replace(
             x,
