@@ -9,11 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from revbridge.demo.remittance_day import ACME, C01, H01, MEDICARE, clp, plb, remittance, svc
+from revbridge.demo.remittance_day import ACME, C01, H01, MEDICARE, clp, plb, svc
 from revbridge.domain.journal import JournalLine, UnbalancedJournal, check_balanced, posting_pair
 from revbridge.domain.master import MasterData
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.model835 import ClaimPayment, Party, ProviderAdjustment
+from revbridge.formats.x12.synthetic import payment
 from revbridge.formats.x12.write835 import render_835
 from revbridge.ledger.posting_rules import PostingRules
 from revbridge.ledger.remittance import LedgerResult, build_remittance_journals
@@ -30,7 +31,7 @@ def book(
     payer: Party = ACME,
     payee: Party = H01,
 ) -> LedgerResult:
-    r = remittance(
+    r = payment(
         "0001",
         payer,
         payee,

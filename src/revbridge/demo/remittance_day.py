@@ -22,7 +22,7 @@ from revbridge.formats.x12.model835 import (
     Remittance835,
     ServiceLine,
 )
-from revbridge.formats.x12.synthetic import reversal_of, synthetic_835
+from revbridge.formats.x12.synthetic import payment, reversal_of, synthetic_835
 from revbridge.formats.x12.write835 import render_835
 
 H01 = Party("REGIONAL MEDICAL CENTER", "XX", "1234567893", "361234567")
@@ -105,50 +105,6 @@ def plb(
     return ProviderAdjustment(provider.id, date(year, 12, 31), reason, reference, _d(amount), 0)
 
 
-def remittance(
-    control: str,
-    payer: Party,
-    payee: Party,
-    *,
-    trace: str,
-    payer_ein: str,
-    claims: Sequence[ClaimPayment],
-    plbs: Sequence[ProviderAdjustment],
-    day: date,
-) -> Remittance835:
-    total = sum((c.paid for c in claims), Decimal(0)) - sum((p.amount for p in plbs), Decimal(0))
-    ach = total > 0
-    return Remittance835(
-        control_number=control,
-        handling="I" if ach else "H",
-        total_paid=total,
-        credit_debit="C",
-        method="ACH" if ach else "NON",
-        payment_format="CCP" if ach else "",
-        payer_identifier=payer_ein,
-        receiver_account="987654321" if ach else "",
-        effective_date=day + timedelta(days=3),
-        trace_type="1",
-        trace_number=trace,
-        trace_payer=payer_ein,
-        trace_supplemental="",
-        production_date=day,
-        payer=payer,
-        payee=payee,
-        claims=tuple(claims),
-        provider_adjustments=tuple(plbs),
-        first_segment=0,
-        segment_count=0,
-        sender_dfi_qualifier="01" if ach else "",
-        sender_dfi_id="021000021" if ach else "",
-        sender_account_qualifier="DA" if ach else "",
-        sender_account="123456789" if ach else "",
-        receiver_dfi_qualifier="01" if ach else "",
-        receiver_dfi_id="071000013" if ach else "",
-        receiver_account_qualifier="DA" if ach else "",
-    )
-
-
 def acme(day: date) -> Remittance835:
     """The §1.10 worked example, on the demo's day, plus two more paid claims."""
     original = clp(
@@ -205,7 +161,7 @@ def acme(day: date) -> Remittance835:
         ),
     ]
     plbs = [plb(H01, "L6", None, "-12.5", day.year), plb(H01, "WO", "ICN-A-0777", "75", day.year)]
-    return remittance(
+    return payment(
         "0001",
         ACME,
         H01,
@@ -223,7 +179,7 @@ def medicare(day: date, rng: random.Random, count: int = 60) -> Remittance835:
         lines = [_medicare_line(rng, n, k) for k in range(rng.randint(1, 4))]
         claims.append(clp(f"ACCT2{n:04d}", "1", f"MCR{day:%y%m%d}{n:05d}", lines, filing="MA"))
     plbs = [plb(H02, "L6", None, "-48.21", day.year)]
-    return remittance(
+    return payment(
         "0001",
         MEDICARE,
         H02,
@@ -270,7 +226,7 @@ def medigap(day: date) -> Remittance835:
         )
         for n in range(0, 12, 3)
     ]
-    return remittance(
+    return payment(
         "0002",
         MEDIGAP,
         H02,
@@ -306,7 +262,7 @@ def medicaid(day: date) -> Remittance835:
     claims = [*map(reversal_of, originals), paid]
     net = sum((c.paid for c in claims), Decimal(0))
     plbs = [plb(C01, "FB", f"FB{day:%Y%m%d}", f"{net}", day.year)]
-    return remittance(
+    return payment(
         "0001",
         MEDICAID,
         C01,
@@ -320,7 +276,7 @@ def medicaid(day: date) -> Remittance835:
 
 def new_payer(day: date) -> Remittance835:
     claims = [clp("ACCT4001", "1", "NP0001", charge="250", claim_adjustments=[("CO", "45", "90")])]
-    return remittance(
+    return payment(
         "0001",
         NEWPAYER,
         H01,

@@ -244,37 +244,64 @@ class _Generator:
                 )
             )
             total = ZERO
-        paying = total > ZERO
-        effective = self.day + timedelta(days=3)
-        return Remittance835(
-            control_number=control,
-            handling="I" if paying else "H",
-            total_paid=total,
-            credit_debit="C",
-            method="ACH" if paying else "NON",
-            payment_format="CCP" if paying else "",
-            payer_identifier=ein if paying else "",
-            receiver_account=f"{rng.randint(10**8, 10**9 - 1)}" if paying else "",
-            effective_date=effective,
-            trace_type="1",
-            trace_number=f"EFT{self.seed}{control}",
-            trace_payer=ein,
-            trace_supplemental="",
-            production_date=self.day,
-            payer=Party(f"PAYER {payer_id}", "XV", payer_id),
-            payee=Party(f"HOSPITAL {npi}", "XX", npi, f"36{npi[-7:]}"),
-            claims=tuple(claims),
-            provider_adjustments=tuple(plb),
-            first_segment=0,
-            segment_count=0,
-            sender_dfi_qualifier="01" if paying else "",
-            sender_dfi_id="021000021" if paying else "",
-            sender_account_qualifier="DA" if paying else "",
-            sender_account="123456789" if paying else "",
-            receiver_dfi_qualifier="01" if paying else "",
-            receiver_dfi_id="071000013" if paying else "",
-            receiver_account_qualifier="DA" if paying else "",
+        return payment(
+            control,
+            Party(f"PAYER {payer_id}", "XV", payer_id),
+            Party(f"HOSPITAL {npi}", "XX", npi, f"36{npi[-7:]}"),
+            trace=f"EFT{self.seed}{control}",
+            payer_ein=ein,
+            claims=claims,
+            plbs=plb,
+            day=self.day,
+            receiver_account=f"{rng.randint(10**8, 10**9 - 1)}",
         )
+
+
+def payment(
+    control: str,
+    payer: Party,
+    payee: Party,
+    *,
+    trace: str,
+    payer_ein: str,
+    claims: Sequence[ClaimPayment],
+    plbs: Sequence[ProviderAdjustment],
+    day: date,
+    receiver_account: str = "987654321",
+) -> Remittance835:
+    """A balanced payment: BPR02 = ΣCLP04 − ΣPLB; ACH with bank data when it pays,
+    notification only (H / NON) when it does not."""
+    total = sum((c.paid for c in claims), ZERO) - sum((p.amount for p in plbs), ZERO)
+    ach = total > 0
+    return Remittance835(
+        control_number=control,
+        handling="I" if ach else "H",
+        total_paid=total,
+        credit_debit="C",
+        method="ACH" if ach else "NON",
+        payment_format="CCP" if ach else "",
+        payer_identifier=payer_ein,
+        receiver_account=receiver_account if ach else "",
+        effective_date=day + timedelta(days=3),
+        trace_type="1",
+        trace_number=trace,
+        trace_payer=payer_ein,
+        trace_supplemental="",
+        production_date=day,
+        payer=payer,
+        payee=payee,
+        claims=tuple(claims),
+        provider_adjustments=tuple(plbs),
+        first_segment=0,
+        segment_count=0,
+        sender_dfi_qualifier="01" if ach else "",
+        sender_dfi_id="021000021" if ach else "",
+        sender_account_qualifier="DA" if ach else "",
+        sender_account="123456789" if ach else "",
+        receiver_dfi_qualifier="01" if ach else "",
+        receiver_dfi_id="071000013" if ach else "",
+        receiver_account_qualifier="DA" if ach else "",
+    )
 
 
 def _negate_adjustments(items: tuple[Adjustment, ...]) -> tuple[Adjustment, ...]:
