@@ -208,21 +208,36 @@ def _control_number_reused(
     )
 
 
-def _open(
-    uow: UnitOfWork, raw: RawMessage, reason: str, issue: X12Issue, unit_id: int | None
-) -> None:
+def issue_exception(
+    reason: str,
+    issue: X12Issue,
+    *,
+    file: str,
+    raw_id: int,
+    unit_id: int | None,
+    transaction: str | None = None,
+) -> NewException:
+    """An exception item for an X12 problem, naming file, transaction, segment and element."""
     subject = {
-        "file": raw.name,
-        "raw_id": raw.id,
+        "file": file,
+        "raw_id": raw_id,
         "unit_id": unit_id,
         "segment": issue.segment_number,
         "segment_id": issue.segment_id,
         "element": issue.element,
-        "transaction": issue.transaction,
+        "transaction": issue.transaction or transaction,
         "code": issue.code,
     }
-    dedupe = f"{reason}:{raw.id}:{unit_id}:{issue.code}:{issue.segment_number}:{issue.element}"
-    uow.exceptions.open(NewException(reason, f"{raw.name}: {_where(issue)}", dedupe, subject))
+    dedupe = f"{reason}:{raw_id}:{unit_id}:{issue.code}:{issue.segment_number}:{issue.element}"
+    return NewException(reason, f"{file}: {_where(issue)}", dedupe, subject)
+
+
+def _open(
+    uow: UnitOfWork, raw: RawMessage, reason: str, issue: X12Issue, unit_id: int | None
+) -> None:
+    uow.exceptions.open(
+        issue_exception(reason, issue, file=raw.name, raw_id=raw.id, unit_id=unit_id)
+    )
 
 
 def _where(issue: X12Issue) -> str:

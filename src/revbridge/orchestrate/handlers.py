@@ -17,6 +17,7 @@ from revbridge.domain.journal import Journal
 from revbridge.domain.master import MasterData
 from revbridge.errors import BusinessError, DeliveryError
 from revbridge.formats.x12.issues import X12Issue
+from revbridge.ingest.x12_files import issue_exception
 from revbridge.ledger.posting_rules import PostingRules
 from revbridge.ledger.remittance import build_remittance_journals
 from revbridge.normalise.x12_835 import Normalised, Rejected, UnitInput, normalise_835
@@ -67,34 +68,29 @@ def normalise(ctx: JobContext) -> None:
         if isinstance(result, Rejected):
             _reject(uow, source, raw.name, result.issues)
         else:
-            _accept(uow, source, result)
+            _accept(uow, source, raw.name, result)
         ctx.complete(uow)
 
 
-def issue_exception(reason: str, issue: X12Issue, unit: UnitInput, name: str) -> NewException:
-    where = f"segment {issue.segment_number}" if issue.segment_number else "envelope"
-    subject = {
-        "file": name,
-        "raw_id": unit.raw_id,
-        "unit_id": unit.unit_id,
-        "segment": issue.segment_number,
-        "segment_id": issue.segment_id,
-        "element": issue.element,
-        "transaction": issue.transaction or unit.envelope.get("control_number"),
-        "code": issue.code,
-    }
-    dedupe = f"{reason}:{unit.unit_id}:{issue.code}:{issue.segment_number}:{issue.element}"
-    return NewException(reason, f"{name} {where}: {issue.message}", dedupe, subject)
+def _issue(reason: str, issue: X12Issue, unit: UnitInput, name: str) -> NewException:
+    return issue_exception(
+        reason,
+        issue,
+        file=name,
+        raw_id=unit.raw_id,
+        unit_id=unit.unit_id,
+        transaction=unit.envelope.get("control_number"),
+    )
 
 
 def _reject(uow: UnitOfWork, unit: UnitInput, name: str, issues: Sequence[X12Issue]) -> None:
     uow.units.set_status(unit.unit_id, UnitStatus.REJECTED, issues[0].message)
     for issue in issues:
-        uow.exceptions.open(issue_exception("rejected_transaction", issue, unit, name))
+        uow.exceptions.open(_issue("rejected_transaction", issue, unit, name))
     uow.audit.record(SYSTEM, "unit.rejected", "unit", str(unit.unit_id), {"issues": len(issues)})
 
 
-def _accept(uow: UnitOfWork, unit: UnitInput, result: Normalised) -> None:
+def _accept(uow: UnitOfWork, unit: UnitInput, name: str, result: Normalised) -> None:
     prior = [
         s.event
         for s in uow.events.by_key(result.payment_key)
@@ -106,9 +102,7 @@ def _accept(uow: UnitOfWork, unit: UnitInput, result: Normalised) -> None:
     uow.events.append(result.events)
     uow.units.set_status(unit.unit_id, UnitStatus.NORMALISED)
     for issue in result.warnings:
-        uow.exceptions.open(
-            issue_exception("payer_data_warning", issue, unit, f"unit {unit.unit_id}")
-        )
+        uow.exceptions.open(_issue("payer_data_warning", issue, unit, name))
     header = result.events[0]
     uow.jobs.enqueue(
         JOURNAL,
