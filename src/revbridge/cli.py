@@ -20,7 +20,7 @@ from revbridge.config import DEFAULT_NAME, ENV_VAR
 from revbridge.demo.run import DemoResult, run_demo
 from revbridge.errors import ConfigurationError
 from revbridge.ingest.x12_files import FileOutcome, ingest_file, iter_files
-from revbridge.observe.trace import Trace, trace
+from revbridge.observe.trace import Trace, line_view, trace
 from revbridge.orchestrate.worker import RunStats
 from revbridge.registry import reference_markdown
 from revbridge.sample import write_sample
@@ -244,17 +244,7 @@ def journal_view(record: JournalRecord) -> dict[str, Any]:
         "kind": j.kind,
         "rule_version": j.rule_version,
         "total": f"{j.total:f}",
-        "lines": [
-            {
-                "account": line.account,
-                "debit": f"{line.debit:f}",
-                "credit": f"{line.credit:f}",
-                "description": line.description,
-                "dimensions": dict(line.dimensions),
-                "source": dict(line.source),
-            }
-            for line in j.lines
-        ],
+        "lines": [line_view(line) for line in j.lines],
     }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revbridge.domain.events import Event, EventType
+from revbridge.domain.journal import JournalLine
 from revbridge.domain.money import money_str
 from revbridge.formats.x12.tokenizer import Delimiters, segments_from_bytes
 from revbridge.store.base import JournalRecord, UnitOfWork
@@ -29,7 +30,7 @@ class Trace:
 
 def trace(uow: UnitOfWork, key: str) -> Trace:
     result = Trace(key)
-    events = _events_for(uow, key)
+    events = [s.event for s in uow.events.by_key(key)]
     journal_keys = set(uow.journals.keys_by_source(key))
     journal_keys |= {e.keys["journal"] for e in events if "journal" in e.keys}
     if uow.journals.get(key) is not None:
@@ -39,10 +40,6 @@ def trace(uow: UnitOfWork, key: str) -> Trace:
     result.segments = list(_segments(uow, events))
     result.journals = [_journal_view(r, key) for r in _records(uow, sorted(journal_keys))]
     return result
-
-
-def _events_for(uow: UnitOfWork, key: str) -> list[Event]:
-    return [s.event for s in uow.events.by_key(key)]
 
 
 def _events_of_journal(uow: UnitOfWork, journal_key: str) -> list[Event]:
@@ -94,7 +91,7 @@ def _unit_segments(uow: UnitOfWork, unit_id: int, numbers: set[int]) -> Iterable
     inside = False
     for segment in segments_from_bytes(data, delimiters, unit.first_segment, unit.byte_start):
         if segment.number in numbers:
-            inside = segment.id in ("CLP",)
+            inside = segment.id == "CLP"
         elif segment.id in LOOP_ENDS:
             inside = False
         if segment.number in numbers or inside:
@@ -108,6 +105,18 @@ def _unit_segments(uow: UnitOfWork, unit_id: int, numbers: set[int]) -> Iterable
             }
 
 
+def line_view(line: JournalLine) -> dict[str, Any]:
+    """One journal line as people and ``--format json`` read it (amounts as strings)."""
+    return {
+        "account": line.account,
+        "debit": money_str(line.debit),
+        "credit": money_str(line.credit),
+        "description": line.description,
+        "dimensions": dict(line.dimensions),
+        "source": dict(line.source),
+    }
+
+
 def _journal_view(record: JournalRecord, key: str) -> dict[str, Any]:
     journal = record.journal
     return {
@@ -117,16 +126,7 @@ def _journal_view(record: JournalRecord, key: str) -> dict[str, Any]:
         "target": record.target,
         "date": journal.date.isoformat(),
         "lines": [
-            {
-                "line": n,
-                "account": line.account,
-                "debit": money_str(line.debit),
-                "credit": money_str(line.credit),
-                "description": line.description,
-                "dimensions": dict(line.dimensions),
-                "source": dict(line.source),
-                "matches": key in line.source.values(),
-            }
+            {"line": n, **line_view(line), "matches": key in line.source.values()}
             for n, line in enumerate(journal.lines, start=1)
         ],
     }
