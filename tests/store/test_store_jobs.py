@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from revbridge.domain.events import utcnow
-from revbridge.errors import LeaseLost
+from revbridge.errors import LeaseLost, StoreError
 from revbridge.store.base import JobStatus, Store
 
 LEASE = 30.0
@@ -16,7 +16,7 @@ LEASE = 30.0
 def _enqueue(store: Store, *specs: tuple[str, datetime | None]) -> list[int]:
     with store.unit_of_work() as uow:
         return [
-            uow.jobs.enqueue(kind, "ACC-1", {"n": i}, run_after=at)
+            uow.jobs.enqueue(kind, f"ACC-{i}", {"n": i}, run_after=at)
             for i, (kind, at) in enumerate(specs)
         ]
 
@@ -192,3 +192,91 @@ def test_times_must_be_aware_and_ids_known(store: Store) -> None:
 def test_float_in_payload_is_refused(store: Store) -> None:
     with pytest.raises(TypeError), store.unit_of_work() as uow:
         uow.jobs.enqueue("a", "k", {"amount": 1.5})
+
+
+# ------------------------------------------------------------------------ order per key
+
+
+def _enqueue_keyed(store: Store, *keys: str) -> list[int]:
+    with store.unit_of_work() as uow:
+        return [uow.jobs.enqueue("k", key, {"n": i}) for i, key in enumerate(keys)]
+
+
+def _claim(store: Store, now: datetime, owner: str = "w") -> int | None:
+    with store.unit_of_work() as uow:
+        job = uow.jobs.claim(owner, now, LEASE)
+    return None if job is None else job.id
+
+
+def test_one_key_runs_in_order_and_keys_run_in_parallel(store: Store) -> None:
+    a1, b1, a2 = _enqueue_keyed(store, "A", "B", "A")
+    now = utcnow() + timedelta(seconds=1)
+    assert _claim(store, now) == a1
+    assert _claim(store, now) == b1
+    assert _claim(store, now) is None  # a2 waits for a1, though it is due
+    with store.unit_of_work() as uow:
+        uow.jobs.complete(a1, uow.jobs.get(a1).fence)
+    assert _claim(store, now) == a2
+
+
+def test_a_parked_job_holds_back_its_own_key_only(store: Store) -> None:
+    a1, a2, b1 = _enqueue_keyed(store, "A", "A", "B")
+    now = utcnow() + timedelta(seconds=1)
+    assert _claim(store, now) == a1
+    with store.unit_of_work() as uow:
+        uow.jobs.park(a1, uow.jobs.get(a1).fence, "poison")
+    assert _claim(store, now) == b1
+    assert _claim(store, now) is None
+    with store.unit_of_work() as uow:
+        uow.jobs.requeue(a1, now)
+        requeued = uow.jobs.get(a1)
+    assert (requeued.status, requeued.attempts) == (JobStatus.READY, 0)
+    assert _claim(store, now) == a1
+    with store.unit_of_work() as uow:
+        uow.jobs.complete(a1, uow.jobs.get(a1).fence)
+    assert _claim(store, now) == a2
+
+
+def test_defer_does_not_count_an_attempt(store: Store) -> None:
+    (job_id,) = _enqueue_keyed(store, "A")
+    now = utcnow() + timedelta(seconds=1)
+    assert _claim(store, now) == job_id
+    later = now + timedelta(minutes=1)
+    with store.unit_of_work() as uow:
+        job = uow.jobs.get(job_id)
+        uow.jobs.defer(job_id, job.fence, "circuit open", later)
+        deferred = uow.jobs.get(job_id)
+    assert (deferred.status, deferred.attempts, deferred.run_after) == (JobStatus.READY, 0, later)
+    assert deferred.last_error == "circuit open"
+    assert _claim(store, now) is None
+    with pytest.raises(LeaseLost), store.unit_of_work() as uow:
+        uow.jobs.defer(job_id, job.fence, "again", later)
+
+
+def test_requeue_refuses_a_job_that_is_not_parked(store: Store) -> None:
+    (job_id,) = _enqueue_keyed(store, "A")
+    with pytest.raises(StoreError), store.unit_of_work() as uow:
+        uow.jobs.requeue(job_id, utcnow())
+
+
+def test_requeue_fences_out_the_last_holder(store: Store) -> None:
+    (job_id,) = _enqueue_keyed(store, "A")
+    now = utcnow() + timedelta(seconds=1)
+    _claim(store, now)
+    with store.unit_of_work() as uow:
+        fence = uow.jobs.get(job_id).fence
+        uow.jobs.park(job_id, fence, "poison")
+        uow.jobs.requeue(job_id, now)
+    with pytest.raises(LeaseLost), store.unit_of_work() as uow:
+        uow.jobs.complete(job_id, fence)
+
+
+def test_all_lists_by_status(store: Store) -> None:
+    a, b = _enqueue_keyed(store, "A", "B")
+    now = utcnow() + timedelta(seconds=1)
+    _claim(store, now)
+    with store.unit_of_work() as uow:
+        assert [job.id for job in uow.jobs.all()] == [a, b]
+        assert [job.id for job in uow.jobs.all(JobStatus.LEASED)] == [a]
+        assert [job.id for job in uow.jobs.all(JobStatus.READY)] == [b]
+        assert [job.id for job in uow.jobs.all(limit=1)] == [a]

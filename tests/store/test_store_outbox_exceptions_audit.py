@@ -1,14 +1,22 @@
-"""Contract: outbox lifecycle, exception items (dedupe, resolve), audit entries."""
+"""Contract: outbox lifecycle, exception items (dedupe, resolve, work queue), approvals, audit."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from revbridge.domain.events import utcnow
-from revbridge.store.base import ExceptionStatus, NewException, OutboxStatus, Store
+from revbridge.errors import StoreError
+from revbridge.store.base import (
+    ApprovalStatus,
+    ExceptionStatus,
+    NewException,
+    OutboxStatus,
+    Resolution,
+    Store,
+)
 
 
 def test_outbox_lifecycle(store: Store) -> None:
@@ -111,7 +119,8 @@ def test_exception_resolve_and_list(store: Store) -> None:
         assert [i.id for i in uow.exceptions.all()] == ids
         assert [i.id for i in uow.exceptions.all(ExceptionStatus.OPEN)] == [ids[0], ids[2]]
         assert [i.id for i in uow.exceptions.all(ExceptionStatus.RESOLVED)] == [ids[1]]
-        uow.exceptions.resolve(ids[1], "bob", at + timedelta(hours=1))
+        with pytest.raises(StoreError):
+            uow.exceptions.resolve(ids[1], "bob", at + timedelta(hours=1))
         assert uow.exceptions.get(ids[1]).resolved_by == "alice@billing"
         with pytest.raises(KeyError):
             uow.exceptions.get(999)
@@ -142,3 +151,106 @@ def test_audit(store: Store) -> None:
     assert dict(entries[1].detail) == {}
     assert (entries[0].subject_type, entries[0].subject_id) == ("exception", "7")
     assert before <= entries[0].at <= utcnow()
+
+
+# ------------------------------------------------------------------ exception work queue
+
+
+def _open(store: Store, key: str = "k1", reason: str = "claim_denied") -> int:
+    with store.unit_of_work() as uow:
+        item_id, _ = uow.exceptions.open(NewException(reason, "detail", key, {"claim": "C1"}))
+    return item_id
+
+
+def test_exception_assign_notes_and_filters(store: Store) -> None:
+    first = _open(store, "k1", "claim_denied")
+    second = _open(store, "k2", "unknown_payer")
+    at = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        uow.exceptions.assign(first, "ana")
+        note_id = uow.exceptions.add_note(first, "ana", at, "called the payer")
+        uow.exceptions.add_note(first, "ben", at, "appeal sent")
+    with store.unit_of_work() as uow:
+        assert uow.exceptions.get(first).assignee == "ana"
+        assert [n.text for n in uow.exceptions.notes(first)] == ["called the payer", "appeal sent"]
+        note = uow.exceptions.notes(first)[0]
+        assert (note.id, note.exception_id, note.at, note.actor) == (note_id, first, at, "ana")
+        assert uow.exceptions.notes(second) == []
+        assert [i.id for i in uow.exceptions.all(assignee="ana")] == [first]
+        assert [i.id for i in uow.exceptions.all(reason="unknown_payer")] == [second]
+        assert [i.id for i in uow.exceptions.all(ExceptionStatus.OPEN, reason="claim_denied")] == [
+            first
+        ]
+        uow.exceptions.assign(first, None)
+        assert uow.exceptions.get(first).assignee is None
+    with pytest.raises(KeyError), store.unit_of_work() as uow:
+        uow.exceptions.add_note(9999, "ana", at, "nowhere")
+
+
+def test_exception_resolution_is_recorded_and_resolving_twice_is_refused(store: Store) -> None:
+    item_id = _open(store)
+    at = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        uow.exceptions.resolve(item_id, "ana", at, Resolution.WRITTEN_OFF)
+        item = uow.exceptions.get(item_id)
+    assert (item.status, item.resolution, item.resolved_by) == (
+        ExceptionStatus.RESOLVED,
+        Resolution.WRITTEN_OFF,
+        "ana",
+    )
+    with pytest.raises(StoreError), store.unit_of_work() as uow:
+        uow.exceptions.resolve(item_id, "ben", at)
+
+
+def test_a_resolved_item_whose_problem_returns_is_opened_again(store: Store) -> None:
+    item_id = _open(store)
+    at = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        uow.exceptions.add_note(item_id, "ana", at, "retrying")
+        uow.exceptions.resolve(item_id, "ana", at, Resolution.RETRIED)
+    with store.unit_of_work() as uow:
+        again, opened = uow.exceptions.open(NewException("claim_denied", "again", "k1", {}))
+        item = uow.exceptions.get(item_id)
+    assert (again, opened) == (item_id, True)
+    assert (item.status, item.resolution, item.resolved_at, item.detail) == (
+        ExceptionStatus.OPEN,
+        None,
+        None,
+        "again",
+    )
+    with store.unit_of_work() as uow:
+        assert len(uow.exceptions.notes(item_id)) == 1
+        assert uow.exceptions.open(NewException("claim_denied", "x", "k1", {})) == (item_id, False)
+
+
+def test_approvals(store: Store) -> None:
+    at = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        first = uow.approvals.request(
+            "write_off", {"exception_id": 3, "amount": "900.00"}, "ana", at
+        )
+        second = uow.approvals.request("bulk_replay", {"raw_ids": [1, 2]}, "ana", at)
+    assert (first.kind, dict(first.subject), first.requested_by, first.requested_at) == (
+        "write_off",
+        {"exception_id": 3, "amount": "900.00"},
+        "ana",
+        at,
+    )
+    assert (first.status, first.decided_by, first.decided_at) == (
+        ApprovalStatus.PENDING,
+        None,
+        None,
+    )
+    with store.unit_of_work() as uow:
+        uow.approvals.decide(first.id, "ben", at, approve=True)
+        uow.approvals.decide(second.id, "ben", at, approve=False)
+    with store.unit_of_work() as uow:
+        assert uow.approvals.get(first.id).status == ApprovalStatus.APPROVED
+        assert uow.approvals.get(first.id).decided_by == "ben"
+        assert uow.approvals.get(second.id).status == ApprovalStatus.REFUSED
+        assert uow.approvals.all(ApprovalStatus.PENDING) == []
+        assert [a.id for a in uow.approvals.all()] == [first.id, second.id]
+    with pytest.raises(StoreError), store.unit_of_work() as uow:
+        uow.approvals.decide(first.id, "carl", at, approve=False)
+    with pytest.raises(KeyError), store.unit_of_work() as uow:
+        uow.approvals.get(999)

@@ -134,6 +134,16 @@ class ExceptionStatus:
     RESOLVED = "resolved"
 
 
+class Resolution:
+    """How a person closed an exception item (``ExceptionItem.resolution``)."""
+
+    RESOLVED = "resolved"
+    RETRIED = "retried"
+    RESUBMITTED = "resubmitted"
+    WRITTEN_OFF = "written_off"
+    REJECTED = "rejected"
+
+
 @dataclass(frozen=True, slots=True)
 class NewException:
     """An item for a person. ``dedupe_key`` makes opening it idempotent."""
@@ -154,6 +164,37 @@ class ExceptionItem:
     opened_at: datetime
     resolved_at: datetime | None
     resolved_by: str | None
+    assignee: str | None = None
+    resolution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    id: int
+    exception_id: int
+    at: datetime
+    actor: str
+    text: str
+
+
+class ApprovalStatus:
+    PENDING = "pending"
+    APPROVED = "approved"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A request that needs a second person (large write-off, bulk replay)."""
+
+    id: int
+    kind: str
+    subject: Mapping[str, Any]
+    requested_by: str
+    requested_at: datetime
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +300,10 @@ class JobQueue(abc.ABC):
     ) -> Job | None:
         """Lease the oldest runnable job (ready and due, or leased with an expired lease).
 
-        Claiming raises the job's fencing token; completing it needs that token.
+        Order per key: a job is not runnable while an earlier job (lower id) with the same
+        ``key`` is ready, leased or parked, so one key's work applies in order and a parked
+        job holds back its own key only. Claiming raises the job's fencing token and counts
+        an attempt; completing it needs that token.
         """
 
     @abc.abstractmethod
@@ -273,6 +317,20 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def park(self, job_id: int, fence: int, error: str) -> None:
         """Stop retrying; a person must act. Raises ``LeaseLost`` if the fence is stale."""
+
+    @abc.abstractmethod
+    def defer(self, job_id: int, fence: int, reason: str, run_after: datetime) -> None:
+        """Back to ready at ``run_after`` without counting the attempt (the target asked us
+        to wait: throttled, circuit open). Raises ``LeaseLost`` if the fence is stale."""
+
+    @abc.abstractmethod
+    def requeue(self, job_id: int, run_after: datetime) -> None:
+        """A person's retry: a parked job becomes ready with its attempts reset. Raises
+        ``StoreError`` unless the job is parked."""
+
+    @abc.abstractmethod
+    def all(self, status: str | None = None, limit: int = 1000) -> list[Job]:
+        """Jobs by id, optionally of one status."""
 
     @abc.abstractmethod
     def get(self, job_id: int) -> Job: ...
@@ -336,16 +394,57 @@ class Outbox(abc.ABC):
 class ExceptionRepository(abc.ABC):
     @abc.abstractmethod
     def open(self, item: NewException) -> tuple[int, bool]:
-        """Open (or find, by ``dedupe_key``) an item; returns (id, newly_opened)."""
+        """Open (or find, by ``dedupe_key``) an item; returns (id, newly_opened).
+
+        An item with the same ``dedupe_key`` that a person resolved is opened again (the
+        problem came back), keeping its notes and history; that counts as newly opened.
+        """
 
     @abc.abstractmethod
     def get(self, item_id: int) -> ExceptionItem: ...
 
     @abc.abstractmethod
-    def all(self, status: str | None = None) -> list[ExceptionItem]: ...
+    def all(
+        self,
+        status: str | None = None,
+        *,
+        reason: str | None = None,
+        assignee: str | None = None,
+    ) -> list[ExceptionItem]: ...
 
     @abc.abstractmethod
-    def resolve(self, item_id: int, actor: str, at: datetime) -> None: ...
+    def resolve(
+        self, item_id: int, actor: str, at: datetime, resolution: str = Resolution.RESOLVED
+    ) -> None:
+        """Close an open item. Raises ``StoreError`` if it is not open."""
+
+    @abc.abstractmethod
+    def assign(self, item_id: int, assignee: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def add_note(self, item_id: int, actor: str, at: datetime, text: str) -> int: ...
+
+    @abc.abstractmethod
+    def notes(self, item_id: int) -> list[Note]: ...
+
+
+class ApprovalRepository(abc.ABC):
+    @abc.abstractmethod
+    def request(
+        self, kind: str, subject: Mapping[str, Any], actor: str, at: datetime
+    ) -> Approval: ...
+
+    @abc.abstractmethod
+    def get(self, approval_id: int) -> Approval: ...
+
+    @abc.abstractmethod
+    def all(self, status: str | None = None) -> list[Approval]: ...
+
+    @abc.abstractmethod
+    def decide(self, approval_id: int, actor: str, at: datetime, *, approve: bool) -> None:
+        """Record the decision on a pending request. Raises ``StoreError`` if not pending.
+
+        Who may decide (never the requester) is the caller's rule, not the store's."""
 
 
 class AuditLog(abc.ABC):
@@ -376,6 +475,7 @@ class UnitOfWork(abc.ABC):
     journals: JournalRepository
     outbox: Outbox
     exceptions: ExceptionRepository
+    approvals: ApprovalRepository
     audit: AuditLog
 
 

@@ -35,6 +35,9 @@ from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
 from revbridge.store import codec
 from revbridge.store.base import (
+    Approval,
+    ApprovalRepository,
+    ApprovalStatus,
     AuditEntry,
     AuditLog,
     EventLog,
@@ -48,11 +51,13 @@ from revbridge.store.base import (
     JournalRepository,
     NewException,
     NewUnit,
+    Note,
     Outbox,
     OutboxItem,
     OutboxStatus,
     RawMessage,
     RawRepository,
+    Resolution,
     Store,
     StoredEvent,
     Unit,
@@ -68,7 +73,7 @@ SPEC = ComponentSpec(
     (Field("path", "path", "The database file (created if missing).", example="revbridge.db"),),
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code expects (the highest migration shipped with it)."""
 
 STREAM_CHUNK = 1 << 20
@@ -515,8 +520,11 @@ def _job_from_row(row: Row) -> Job:
     )
 
 
+_UNFINISHED = (JobStatus.READY, JobStatus.LEASED, JobStatus.PARKED)
+
+
 class SQLiteJobQueue(JobQueue):
-    """Claim order is the oldest due time first: ``run_after``, then ``id``."""
+    """Claim order is the oldest due time first (``run_after``, then ``id``), per-key order kept."""
 
     def __init__(self, tx: _Tx) -> None:
         self._tx = tx
@@ -564,12 +572,18 @@ class SQLiteJobQueue(JobQueue):
     def _candidate(
         self, where: str, status: str, now_us: int, kinds: Sequence[str] | None
     ) -> Row | None:
+        """The first due job of ``status`` whose key has no unfinished earlier job."""
         params: list[Any] = [status, now_us]
         if kinds is not None:
             where += f" AND kind IN ({_placeholders(len(kinds))})"
             params.extend(kinds)
+        params.extend(_UNFINISHED)
         return self._tx.one(
-            f"SELECT id, run_after FROM jobs WHERE {where} ORDER BY run_after, id LIMIT 1", params
+            f"SELECT id, run_after FROM jobs AS j WHERE {where} AND NOT EXISTS ("
+            " SELECT 1 FROM jobs AS e WHERE e.key = j.key AND e.id < j.id"
+            f" AND e.status IN ({_placeholders(len(_UNFINISHED))}))"
+            " ORDER BY run_after, id LIMIT 1",
+            params,
         )
 
     def complete(self, job_id: int, fence: int) -> None:
@@ -580,6 +594,24 @@ class SQLiteJobQueue(JobQueue):
 
     def park(self, job_id: int, fence: int, error: str) -> None:
         self._finish(job_id, fence, JobStatus.PARKED, error, None)
+
+    def defer(self, job_id: int, fence: int, reason: str, run_after: datetime) -> None:
+        self._finish(job_id, fence, JobStatus.READY, reason, codec.to_micros(run_after))
+        self._tx.update("UPDATE jobs SET attempts = attempts - 1 WHERE id = ?", (job_id,))
+
+    def requeue(self, job_id: int, run_after: datetime) -> None:
+        changed = self._tx.update(
+            "UPDATE jobs SET status = ?, attempts = 0, run_after = ?, fence = fence + 1"
+            " WHERE id = ? AND status = ?",
+            (JobStatus.READY, codec.to_micros(run_after), job_id, JobStatus.PARKED),
+        )
+        if changed == 0:
+            raise StoreError(f"job {job_id} is {self.get(job_id).status}, not parked")
+
+    def all(self, status: str | None = None, limit: int = 1000) -> list[Job]:
+        where, params = ("", [limit]) if status is None else ("WHERE status = ?", [status, limit])
+        rows = self._tx.all(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id LIMIT ?", params)
+        return [_job_from_row(row) for row in rows]
 
     def _finish(
         self, job_id: int, fence: int, status: str, error: str | None, run_after: int | None
@@ -816,7 +848,9 @@ class SQLiteOutbox(Outbox):
 
 # -------------------------------------------------------------------------- exceptions
 
-_EXCEPTION_COLUMNS = "id, reason, detail, status, subject, opened_at, resolved_at, resolved_by"
+_EXCEPTION_COLUMNS = (
+    "id, reason, detail, status, subject, opened_at, resolved_at, resolved_by, assignee, resolution"
+)
 
 
 def _exception_from_row(row: Row) -> ExceptionItem:
@@ -829,6 +863,8 @@ def _exception_from_row(row: Row) -> ExceptionItem:
         opened_at=codec.from_micros(row[5]),
         resolved_at=codec.optional_datetime(row[6]),
         resolved_by=row[7],
+        assignee=row[8],
+        resolution=row[9],
     )
 
 
@@ -849,10 +885,22 @@ class SQLiteExceptionRepository(ExceptionRepository):
                 codec.to_micros(utcnow()),
             ),
         )
-        row = self._tx.one("SELECT id FROM exceptions WHERE dedupe_key = ?", (item.dedupe_key,))
+        row = self._tx.one(
+            "SELECT id, status FROM exceptions WHERE dedupe_key = ?", (item.dedupe_key,)
+        )
         if row is None:  # pragma: no cover - the row was just inserted or already there
             raise StoreError(f"exception item {item.dedupe_key!r} vanished")
+        if added == 0 and row[1] != ExceptionStatus.OPEN:
+            self._reopen(int(row[0]), item)
+            return int(row[0]), True
         return int(row[0]), added == 1
+
+    def _reopen(self, item_id: int, item: NewException) -> None:
+        self._tx.update(
+            "UPDATE exceptions SET status = ?, detail = ?, subject = ?, resolved_at = NULL,"
+            " resolved_by = NULL, resolution = NULL WHERE id = ?",
+            (ExceptionStatus.OPEN, item.detail, codec.to_json(item.subject), item_id),
+        )
 
     def get(self, item_id: int) -> ExceptionItem:
         row = self._tx.one(f"SELECT {_EXCEPTION_COLUMNS} FROM exceptions WHERE id = ?", (item_id,))
@@ -860,21 +908,119 @@ class SQLiteExceptionRepository(ExceptionRepository):
             raise KeyError(f"no exception item {item_id}")
         return _exception_from_row(row)
 
-    def all(self, status: str | None = None) -> list[ExceptionItem]:
-        where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
+    def all(
+        self,
+        status: str | None = None,
+        *,
+        reason: str | None = None,
+        assignee: str | None = None,
+    ) -> list[ExceptionItem]:
+        filters = {"status": status, "reason": reason, "assignee": assignee}
+        chosen = {column: value for column, value in filters.items() if value is not None}
+        where = " AND ".join(f"{column} = ?" for column in chosen)
         rows = self._tx.all(
-            f"SELECT {_EXCEPTION_COLUMNS} FROM exceptions {where} ORDER BY id", params
+            f"SELECT {_EXCEPTION_COLUMNS} FROM exceptions"
+            f" {'WHERE ' + where if where else ''} ORDER BY id",
+            list(chosen.values()),
         )
         return [_exception_from_row(row) for row in rows]
 
-    def resolve(self, item_id: int, actor: str, at: datetime) -> None:
-        """Resolve an open item; resolving a resolved item again changes nothing."""
+    def resolve(
+        self, item_id: int, actor: str, at: datetime, resolution: str = Resolution.RESOLVED
+    ) -> None:
         changed = self._tx.update(
-            "UPDATE exceptions SET status = ?, resolved_at = ?, resolved_by = ?"
+            "UPDATE exceptions SET status = ?, resolved_at = ?, resolved_by = ?, resolution = ?"
             " WHERE id = ? AND status = ?",
-            (ExceptionStatus.RESOLVED, codec.to_micros(at), actor, item_id, ExceptionStatus.OPEN),
+            (
+                ExceptionStatus.RESOLVED,
+                codec.to_micros(at),
+                actor,
+                resolution,
+                item_id,
+                ExceptionStatus.OPEN,
+            ),
+        )
+        if changed == 0:
+            raise StoreError(f"exception item {item_id} is {self.get(item_id).status}, not open")
+
+    def assign(self, item_id: int, assignee: str | None) -> None:
+        changed = self._tx.update(
+            "UPDATE exceptions SET assignee = ? WHERE id = ?", (assignee, item_id)
         )
         self._tx.must_change(changed, "exceptions", "id", item_id)
+
+    def add_note(self, item_id: int, actor: str, at: datetime, text: str) -> int:
+        self.get(item_id)
+        return self._tx.insert(
+            "INSERT INTO exception_notes (exception_id, at, actor, text) VALUES (?, ?, ?, ?)",
+            (item_id, codec.to_micros(at), actor, text),
+        )
+
+    def notes(self, item_id: int) -> list[Note]:
+        rows = self._tx.all(
+            "SELECT id, exception_id, at, actor, text FROM exception_notes"
+            " WHERE exception_id = ? ORDER BY id",
+            (item_id,),
+        )
+        return [Note(row[0], row[1], codec.from_micros(row[2]), row[3], row[4]) for row in rows]
+
+
+# --------------------------------------------------------------------------- approvals
+
+_APPROVAL_COLUMNS = "id, kind, subject, requested_by, requested_at, status, decided_by, decided_at"
+
+
+def _approval_from_row(row: Row) -> Approval:
+    return Approval(
+        id=row[0],
+        kind=row[1],
+        subject=codec.json_object(row[2]),
+        requested_by=row[3],
+        requested_at=codec.from_micros(row[4]),
+        status=row[5],
+        decided_by=row[6],
+        decided_at=codec.optional_datetime(row[7]),
+    )
+
+
+class SQLiteApprovalRepository(ApprovalRepository):
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+    def request(self, kind: str, subject: Mapping[str, Any], actor: str, at: datetime) -> Approval:
+        approval_id = self._tx.insert(
+            "INSERT INTO approvals (kind, subject, requested_by, requested_at, status)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (kind, codec.to_json(subject), actor, codec.to_micros(at), ApprovalStatus.PENDING),
+        )
+        return self.get(approval_id)
+
+    def get(self, approval_id: int) -> Approval:
+        row = self._tx.one(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", (approval_id,)
+        )
+        if row is None:
+            raise KeyError(f"no approval {approval_id}")
+        return _approval_from_row(row)
+
+    def all(self, status: str | None = None) -> list[Approval]:
+        where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
+        rows = self._tx.all(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals {where} ORDER BY id", params
+        )
+        return [_approval_from_row(row) for row in rows]
+
+    def decide(self, approval_id: int, actor: str, at: datetime, *, approve: bool) -> None:
+        status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REFUSED
+        changed = self._tx.update(
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?"
+            " WHERE id = ? AND status = ?",
+            (status, actor, codec.to_micros(at), approval_id, ApprovalStatus.PENDING),
+        )
+        if changed == 0:
+            raise StoreError(
+                f"approval {approval_id} is {self.get(approval_id).status}, not pending"
+            )
 
 
 # ------------------------------------------------------------------------------- audit
@@ -939,6 +1085,7 @@ class SQLiteUnitOfWork(UnitOfWork):
         self.journals = SQLiteJournalRepository(tx)
         self.outbox = SQLiteOutbox(tx)
         self.exceptions = SQLiteExceptionRepository(tx)
+        self.approvals = SQLiteApprovalRepository(tx)
         self.audit = SQLiteAuditLog(tx)
 
 
