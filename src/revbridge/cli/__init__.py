@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from revbridge import bootstrap
-from revbridge.config import DEFAULT_NAME, ENV_VAR
+from revbridge.cli.common import app_for, config_option, emit, format_option
+from revbridge.config import DEFAULT_NAME
 from revbridge.demo.run import DemoResult, run_demo
 from revbridge.errors import ConfigurationError
 from revbridge.ingest.x12_files import FileOutcome, ingest_file, iter_files
@@ -25,44 +24,6 @@ from revbridge.orchestrate.worker import RunStats
 from revbridge.registry import reference_markdown
 from revbridge.sample import write_sample
 from revbridge.store.base import ExceptionItem, JournalRecord
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_option(func: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        envvar=ENV_VAR,
-        default=None,
-        metavar="FILE",
-        help=f"Config file (default: ${ENV_VAR} or ./{DEFAULT_NAME}).",
-    )(func)
-
-
-def format_option(func: F) -> F:
-    return click.option(
-        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-    )(func)
-
-
-@contextmanager
-def app_for(config_path: str | None) -> Iterator[bootstrap.App]:
-    try:
-        app = bootstrap.build(bootstrap.read_config(config_path))
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-def emit(fmt: str, payload: Any, text: Callable[[], None]) -> None:
-    if fmt == "json":
-        click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    else:
-        text()
 
 
 @click.group()
