@@ -65,3 +65,8 @@ class StoreError(RevbridgeError):
 
 class LeaseLost(StoreError):
     """A worker tried to commit work for a job whose lease (fencing token) it no longer holds."""
+
+
+class ActionRefused(RevbridgeError):
+    """A person's action is not allowed: approving one's own request, acting on a closed
+    item, an action that does not apply to the item's reason. The message says why."""
