@@ -1,0 +1,45 @@
+"""Contract: a person's retry of a journal the target refused (``Outbox.reset``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from revbridge.domain.events import utcnow
+from revbridge.errors import StoreError
+from revbridge.store.base import OutboxStatus, Store
+
+
+def test_a_failed_item_becomes_pending_again_keeping_its_history(store: Store) -> None:
+    now = utcnow() + timedelta(seconds=1)
+    later = now + timedelta(minutes=5)
+    with store.unit_of_work() as uow:
+        item_id = uow.outbox.add("erp", "J-1")
+        uow.outbox.add("erp", "J-2")
+        uow.outbox.mark_in_flight([item_id])
+        uow.outbox.mark_failed(item_id, "period closed")
+        assert uow.outbox.reset("erp", "J-1", later) == item_id
+    with store.unit_of_work() as uow:
+        assert [i.journal_key for i in uow.outbox.due("erp", now, 10)] == ["J-2"]
+        due = [i for i in uow.outbox.due("erp", later, 10) if i.id == item_id]
+        assert uow.outbox.count(OutboxStatus.FAILED) == 0
+    assert [(i.status, i.attempts, i.last_error, i.run_after) for i in due] == [
+        (OutboxStatus.PENDING, 1, "period closed", later)
+    ]
+
+
+def test_only_a_failed_item_for_that_target_can_be_reset(store: Store) -> None:
+    now = utcnow()
+    with store.unit_of_work() as uow:
+        item_id = uow.outbox.add("erp", "J-1")
+        uow.outbox.mark_in_flight([item_id])
+        uow.outbox.mark_failed(item_id, "refused")
+        uow.outbox.add("erp", "J-2")
+    for target, key in (("erp", "J-2"), ("gl", "J-1"), ("erp", "J-9")):
+        with pytest.raises(StoreError), store.unit_of_work() as uow:
+            uow.outbox.reset(target, key, now)
+    with store.unit_of_work() as uow:
+        uow.outbox.reset("erp", "J-1", now)
+    with pytest.raises(StoreError), store.unit_of_work() as uow:
+        uow.outbox.reset("erp", "J-1", now)
