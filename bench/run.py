@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bench_rate_limit import rate_limit_rows
 from bench_x12_parse import best_of, naive_split, parse_and_check, pyx12_reader
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.synthetic import synthetic_835
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Small sizes: a smoke of each row.")
     args = parser.parse_args()
     claims, runs, megabytes = (2_000, 1, 5.0) if args.quick else (10_000, 3, 1024.0)
-    rows = [*parse_rows(claims, runs), *stream_rows(megabytes)]
+    rows = [*parse_rows(claims, runs), *stream_rows(megabytes), *rate_limit_rows(args.quick)]
     if not args.quick:
         rows.append(demo_row())
     width = max(len(r[0]) for r in rows)

@@ -23,6 +23,7 @@ from revbridge.errors import (
     IndeterminateError,
     OutageError,
     ThrottledError,
+    TransientError,
 )
 from revbridge.ingest.x12_files import ingest_file
 from revbridge.orchestrate.worker import Worker
@@ -149,7 +150,7 @@ def test_business_refusal_fails_only_that_journal(deployment: Path) -> None:
 
 @pytest.mark.parametrize("attempts", [1, 3])
 def test_exhausted_retries_park_with_an_item(deployment: Path, attempts: int) -> None:
-    erp = ScriptedERP(faults=[OutageError("down", target="erp") for _ in range(50)])
+    erp = ScriptedERP(faults=[TransientError("HTTP 500", target="erp") for _ in range(50)])
     app, worker, _ = flow(deployment, erp)
     worker.max_attempts = attempts
     worker.run_until_idle(max_wait_seconds=3600)

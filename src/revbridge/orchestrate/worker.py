@@ -2,9 +2,17 @@
 
 A handler completes its own job inside the transaction that holds its effects (via
 ``JobContext.complete``), so a crash between the effects and the completion cannot happen.
-Failures are settled here by class (``revbridge.errors``): delivery problems retry with
-exponential backoff and full jitter (honouring ``Retry-After``); business refusals and
-exhausted retries park the job and open an exception item for a person.
+Failures are settled here by class (``revbridge.errors``):
+
+- ``Deferred`` (a handler's own signal: the target's guard says wait), ``ThrottledError``
+  and ``OutageError`` put the job back *without counting an attempt*: the target asked
+  us to wait or is down, which says nothing about the job, so they never park it. An
+  outage of any length therefore opens no exception item; the circuit breaker (see
+  ``target_guard``) keeps the calls to a down target to a probe per cool-down.
+- ``TransientError`` and ``IndeterminateError`` are counted retries with exponential
+  backoff and full jitter: the target answered, or may have, so the job itself may be
+  the cause, and after ``max_attempts`` it parks with an exception item.
+- ``BusinessError`` parks at once: sending the same content again cannot help.
 """
 
 from __future__ import annotations
@@ -15,9 +23,9 @@ import random
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from revbridge.errors import BusinessError, DeliveryError, LeaseLost, ThrottledError
+from revbridge.errors import BusinessError, DeliveryError, LeaseLost, OutageError, ThrottledError
 from revbridge.orchestrate.clock import Clock
 from revbridge.store.base import Job, NewException, Store, UnitOfWork
 
@@ -25,6 +33,22 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
+#: Shortest deferral: a wait rounded down to nothing must still let the clock move on.
+MIN_DEFER_SECONDS = 0.001
+
+
+class Deferred(Exception):
+    """Raised by a handler: run this job again in ``seconds``, without counting an attempt.
+
+    Not a ``DeliveryError``: nothing failed. The target's guard said wait (a Retry-After
+    not yet expired, the circuit breaker open, the rate limit or the calls in flight used
+    up), so the job goes back to the queue untouched.
+    """
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(f"deferred {seconds:.3f} s: {reason}")
+        self.seconds = seconds
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +69,7 @@ Handler = Callable[[JobContext], None]
 class RunStats:
     processed: int = 0
     retried: int = 0
+    deferred: int = 0
     parked: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -66,6 +91,7 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.rng = rng or random.Random()
         self.stats = RunStats()
+        self._wakes: list[datetime] = []  # when jobs this worker put back become due
 
     def run_once(self) -> bool:
         """Run one due job; False when none is due."""
@@ -93,9 +119,23 @@ class Worker:
             self.clock.sleep(wait)
 
     def _seconds_to_next_due(self) -> float | None:
+        """Until the next job may be runnable. A job already due can still be held back
+        by an earlier job of its key that was put back (per-key order): then the wait is
+        until the earliest job this worker put back falls due."""
         with self.store.unit_of_work() as uow:
             due = uow.jobs.next_run_after()
-        return None if due is None else (due - self.clock.now()).total_seconds()
+        now = self.clock.now()
+        wait = None if due is None else (due - now).total_seconds()
+        if wait is not None and wait > 0:
+            return wait
+        self._wakes = [at for at in self._wakes if at > now]
+        return (min(self._wakes) - now).total_seconds() if self._wakes else wait
+
+    def _put_back_until(self, delay: float) -> datetime:
+        now = self.clock.now()
+        self._wakes = [at for at in self._wakes if at > now]
+        self._wakes.append(now + timedelta(seconds=delay))
+        return self._wakes[-1]
 
     def _run(self, job: Job) -> None:
         try:
@@ -108,8 +148,14 @@ class Worker:
             self.handlers[job.kind](JobContext(job, self.store, self.clock))
         except LeaseLost:
             raise
+        except Deferred as signal:
+            self._defer(job, signal.seconds, signal.reason)
+            return
         except BusinessError as exc:
             self._park(job, "business_rejection", str(exc))
+            return
+        except (ThrottledError, OutageError) as exc:
+            self._defer(job, self.backoff(job.attempts, exc), f"{type(exc).__name__}: {exc}")
             return
         except DeliveryError as exc:
             self._retry(job, exc)
@@ -131,9 +177,16 @@ class Worker:
                 job.id,
                 job.fence,
                 f"{type(exc).__name__}: {exc}",
-                self.clock.now() + timedelta(seconds=delay),
+                self._put_back_until(delay),
             )
         self.stats.retried += 1
+
+    def _defer(self, job: Job, seconds: float, reason: str) -> None:
+        """Back to the queue after ``seconds``; the attempt is not counted."""
+        delay = max(seconds, MIN_DEFER_SECONDS)
+        with self.store.unit_of_work() as uow:
+            uow.jobs.defer(job.id, job.fence, reason, self._put_back_until(delay))
+        self.stats.deferred += 1
 
     def backoff(self, attempts: int, exc: DeliveryError) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempts)); never before Retry-After."""

@@ -23,6 +23,7 @@ from typing import Any
 from revbridge.domain.journal import Journal
 from revbridge.errors import BusinessError
 from revbridge.post.base import JournalSink
+from revbridge.post.limits import limit_fields
 from revbridge.post.tryton_rpc import TARGET, TrytonRPC
 from revbridge.registry import ComponentSpec, Field
 
@@ -52,6 +53,7 @@ SPEC = ComponentSpec(
             "and the key is looked up before any resend.",
             30.0,
         ),
+        *limit_fields(rate_per_second=10.0, burst=10, max_in_flight=4),
     ),
 )
 

@@ -19,13 +19,17 @@ from revbridge.domain.journal import Journal
 from revbridge.domain.money import money_str
 from revbridge.errors import OutageError
 from revbridge.post.base import JournalSink
+from revbridge.post.limits import limit_fields
 from revbridge.registry import ComponentSpec, Field
 
 SPEC = ComponentSpec(
     "outputs",
     "gl_file",
     "Writes journals as CSV files (one per batch, atomically) for a GL import.",
-    (Field("path", "path", "Folder the files are written to.", example="gl-out"),),
+    (
+        Field("path", "path", "Folder the files are written to.", example="gl-out"),
+        *limit_fields(rate_per_second=0.0, burst=1, max_in_flight=0),
+    ),
 )
 
 COLUMNS = (

@@ -16,7 +16,8 @@ Wire format (trytond/protocols/jsonrpc.py, dispatcher.py, wrappers.py):
 
 Classification into ``revbridge.errors``: nothing sent (refused, unreachable) →
 ``OutageError``; sent but no answer (timeout, reset) → ``IndeterminateError`` (Tryton may
-have committed); 429/503 → ``ThrottledError``; other 5xx → ``TransientError``; a Tryton
+have committed); other HTTP statuses as ``post.http_errors`` says (429, 503 with
+Retry-After → ``ThrottledError``; 408, 5xx → ``TransientError``); a Tryton
 user error → ``BusinessError`` (``code`` = the Tryton error type, or ``"duplicate_key"``
 when the revbridge_key unique constraint refused the move).
 """
@@ -33,17 +34,15 @@ import threading
 import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from revbridge.errors import (
     BusinessError,
     DeliveryError,
-    IndeterminateError,
     OutageError,
-    ThrottledError,
     TransientError,
 )
+from revbridge.post.http_errors import classify_exchange_failure, classify_response
 
 TARGET = "erp_tryton"
 
@@ -187,24 +186,6 @@ class _Unauthorized(Exception):
     """HTTP 401: the session is unknown or expired (nothing was executed)."""
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
 def _short(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace").strip()
 
@@ -332,45 +313,25 @@ class TrytonRPC:
         headers = self._headers(authenticated)
         try:
             status, answer_headers, payload = self._transport(self.url, body, headers, self.timeout)
-        except RequestNotSent as exc:
-            raise OutageError(f"{method}: {exc}", target=TARGET, code="unreachable") from exc
-        except ConnectionRefusedError as exc:
-            raise OutageError(f"{method}: {exc}", target=TARGET, code="unreachable") from exc
+        except (RequestNotSent, ConnectionRefusedError) as exc:
+            raise classify_exchange_failure(TARGET, exc, sent=False, what=method) from exc
         except (AnswerLost, TimeoutError, OSError) as exc:
-            raise IndeterminateError(
-                f"{method}: no answer from Tryton, it may have committed: {exc}",
-                target=TARGET,
-                code="no_answer",
-            ) from exc
+            raise classify_exchange_failure(TARGET, exc, sent=True, what=method) from exc
         return self._answer(method, status, answer_headers, payload)
 
     def _answer(self, method: str, status: int, headers: Mapping[str, str], payload: bytes) -> Any:
         if status == 401:
             raise _Unauthorized()
-        if status in (429, 503):
-            raise ThrottledError(
-                f"{method}: Tryton answered HTTP {status}",
-                target=TARGET,
-                retry_after=_retry_after(headers),
-                code=f"http_{status}",
-            )
-        if status >= 500:
-            raise TransientError(
-                f"{method}: Tryton answered HTTP {status}: {_short(payload)}",
-                target=TARGET,
-                code=f"http_{status}",
-            )
-        if status == 404:
+        if status == 404:  # Tryton's answer for an unknown database, not a refused record
             raise OutageError(
                 f"{method}: database {self.database!r} not found on {self.base_url}",
                 target=TARGET,
                 code="http_404",
             )
         if status != 200:
-            raise BusinessError(
-                f"{method}: Tryton answered HTTP {status}: {_short(payload)}",
-                target=TARGET,
-                code=f"http_{status}",
+            error = classify_response(TARGET, status, headers, payload, what=method)
+            raise error or TransientError(
+                f"{method}: Tryton answered HTTP {status} instead of 200", target=TARGET
             )
         try:
             answer = decode(payload)
