@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,75 @@ WORKER_SPEC = ComponentSpec(
         Field("max_attempts", "integer", "Attempts before a failing job is parked.", 8),
     ),
 )
+EXCEPTION_REASONS = (
+    "rejected_file",
+    "envelope_error",
+    "rejected_transaction",
+    "control_number_reused",
+    "payment_conflict",
+    "payer_data_warning",
+    "unknown_payer",
+    "unknown_payee",
+    "unmapped_code",
+    "claim_denied",
+    "erp_rejected",
+    "retries_exhausted",
+    "business_rejection",
+    "processing_error",
+)
+EXCEPTIONS_SPEC = ComponentSpec(
+    "exceptions",
+    "exceptions",
+    "The exception work queue: how long people have to work an item (SLA, per reason) and "
+    "which write-offs need a second person's approval.",
+    (
+        Field(
+            "default_sla_hours",
+            "number",
+            "Hours to work an item whose reason has no entry in sla_hours.",
+            48.0,
+        ),
+        Field(
+            "sla_hours",
+            "mapping",
+            "Hours to work an item, per reason (" + ", ".join(EXCEPTION_REASONS) + ").",
+            {},
+            example="{erp_rejected: 4, claim_denied: 720}",
+        ),
+        Field(
+            "write_off_approval_above",
+            "string",
+            "A write-off of more than this amount needs a second person's approval "
+            "(quoted: money is never a float).",
+            "1000.00",
+        ),
+    ),
+)
+API_SPEC = ComponentSpec(
+    "api",
+    "api",
+    "The HTTP API (`/v1/...`): the people who may call it, each with a bearer token.",
+    (
+        Field(
+            "users",
+            "list",
+            "One entry per person: `name` (recorded in the audit log) and `token` (a secret, "
+            "at least 16 characters; use `${ENV}`).",
+            [],
+            example='[{name: ana, token: "${REVBRIDGE_TOKEN_ANA}"}]',
+        ),
+    ),
+)
+API_USER_SPEC = ComponentSpec(
+    "api",
+    "users[]",
+    "One person who may call the HTTP API.",
+    (
+        Field("name", "string", "User name, recorded with every action.", example="ana"),
+        Field("token", "secret", "Bearer token.", example="${REVBRIDGE_TOKEN_ANA}"),
+    ),
+)
+MIN_TOKEN_LENGTH = 16
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -73,6 +143,8 @@ class Config:
     outputs: tuple[ComponentConfig, ...]
     ledger: Mapping[str, Any]
     worker: Mapping[str, Any]
+    exceptions: Mapping[str, Any] = field(default_factory=dict)
+    api: Mapping[str, Any] = field(default_factory=dict)
 
     def output(self, name: str) -> ComponentConfig:
         return next(o for o in self.outputs if o.name == name)
@@ -136,7 +208,7 @@ class _Reader:
             self.problem((), "the file must be a mapping of sections")
             data = {}
         for key in data:
-            if key not in ("store", "ledger", "worker", *LIST_SECTIONS):
+            if key not in ("store", "ledger", "worker", "exceptions", "api", *LIST_SECTIONS):
                 self.problem((key,), "unknown section")
         store = self.component(("store",), data.get("store"), "store")
         lists = {s: tuple(self.components(s, data.get(s) or [])) for s in LIST_SECTIONS}
@@ -151,7 +223,64 @@ class _Reader:
             lists["outputs"],
             ledger,
             worker,
+            self.exceptions(data.get("exceptions") or {}),
+            self.api(data.get("api") or {}),
         )
+
+    def exceptions(self, options: Any) -> dict[str, Any]:
+        where = ("exceptions",)
+        values = self.fixed(where, options, EXCEPTIONS_SPEC)
+        if values.get("default_sla_hours", 1) <= 0:
+            self.problem((*where, "default_sla_hours"), "must be more than 0")
+        values["sla_hours"] = self.sla_hours((*where, "sla_hours"), values.get("sla_hours", {}))
+        limit = values.get("write_off_approval_above")
+        if isinstance(limit, str):
+            values["write_off_approval_above"] = self.amount(
+                (*where, "write_off_approval_above"), limit
+            )
+        return values
+
+    def sla_hours(self, where: tuple[Any, ...], hours: Mapping[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for reason, value in hours.items():
+            if reason not in EXCEPTION_REASONS:
+                self.problem((*where, reason), f"unknown reason (known: {list(EXCEPTION_REASONS)})")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                self.problem((*where, reason), f"expected a number of hours above 0, got {value!r}")
+            else:
+                out[reason] = float(value)
+        return out
+
+    def amount(self, where: tuple[Any, ...], text: str) -> Decimal:
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+            self.problem(where, f"expected an amount like '1000.00', got {text!r}")
+            return Decimal("0.00")
+        return value
+
+    def api(self, options: Any) -> dict[str, Any]:
+        values = self.fixed(("api",), options, API_SPEC)
+        users: list[dict[str, Any]] = []
+        for number, entry in enumerate(values.get("users", [])):
+            user = self.fixed(("api", "users", number), entry, API_USER_SPEC)
+            if "name" in user and "token" in user:
+                self.check_user(("api", "users", number), user, users)
+                users.append(user)
+        values["users"] = users
+        return values
+
+    def check_user(
+        self, where: tuple[Any, ...], user: Mapping[str, Any], others: list[dict[str, Any]]
+    ) -> None:
+        if len(user["token"].reveal()) < MIN_TOKEN_LENGTH:
+            self.problem((*where, "token"), f"must be at least {MIN_TOKEN_LENGTH} characters")
+        if any(o["name"] == user["name"] for o in others):
+            self.problem((*where, "name"), f"user {user['name']!r} is listed twice")
+        if any(o["token"].reveal() == user["token"].reveal() for o in others):
+            self.problem((*where, "token"), "two users share this token")
 
     def components(self, section: str, items: Any) -> list[ComponentConfig]:
         if not isinstance(items, list):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REQUIRED: Any = object()
+SINGLE_SECTIONS = ("ledger", "worker", "exceptions", "api")  # one mapping each, no ``type``
 
 _JSON_TYPES = {
     "string": "string",
@@ -19,6 +20,8 @@ _JSON_TYPES = {
     "boolean": "boolean",
     "path": "string",
     "secret": "string",
+    "mapping": "object",
+    "list": "array",
 }
 
 
@@ -42,7 +45,7 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class Field:
     name: str
-    type: str  # string | integer | number | boolean | path | secret
+    type: str  # string | integer | number | boolean | path | secret | mapping | list
     description: str
     default: Any = REQUIRED
     example: Any = None
@@ -54,7 +57,7 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class ComponentSpec:
-    section: str  # store | inputs | normalisers | outputs | ledger | worker
+    section: str  # store | inputs | normalisers | outputs | ledger | worker | exceptions | api
     type: str
     summary: str
     fields: tuple[Field, ...]
@@ -78,7 +81,7 @@ class ComponentSpec:
 
     def json_schema(self) -> dict[str, Any]:
         props: dict[str, Any] = (
-            {"type": {"const": self.type}} if self.section not in ("ledger", "worker") else {}
+            {"type": {"const": self.type}} if self.section not in SINGLE_SECTIONS else {}
         )
         if self.section in ("inputs", "outputs", "normalisers"):
             props["name"] = {"type": "string", "description": "Name of this instance."}
@@ -113,6 +116,8 @@ def _coerce(spec_field: Field, value: Any) -> tuple[Any, str | None]:
         "integer": (int,),
         "number": (int, float),
         "boolean": (bool,),
+        "mapping": (dict,),
+        "list": (list,),
     }
     if isinstance(value, bool) and kind in ("integer", "number"):
         return None, f"expected {kind}, got a boolean"

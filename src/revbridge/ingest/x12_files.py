@@ -9,9 +9,11 @@ control numbers with *different* bytes are processed and flagged for review.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from revbridge.formats.x12.envelope import EnvelopeReport, TransactionSlice, scan
 from revbridge.formats.x12.issues import X12Issue
@@ -84,16 +86,46 @@ def ingest_file(store: Store, path: Path, *, channel: str = CHANNEL) -> FileOutc
     with store.unit_of_work() as uow, path.open("rb") as stream:
         if uow.raw.find_by_sha256(digest) is not None:  # a concurrent ingest got there first
             return FileOutcome(str(path), "duplicate")
-        raw = uow.raw.add(
-            channel=channel,
-            name=path.name,
-            content_type="application/edi-x12",
-            sha256=digest,
-            size=size,
-            stream=stream,
-        )
-        outcome = _units(uow, raw, report, FileOutcome(str(path), "accepted", raw.id))
-        uow.audit.record("revbridge", "raw.received", "raw", str(raw.id), outcome.as_dict())
+        return _store(uow, stream, report, str(path), path.name, digest, size, channel)
+
+
+def ingest_bytes(
+    uow: UnitOfWork, data: bytes, *, name: str, channel: str = CHANNEL, replaces: int | None = None
+) -> FileOutcome:
+    """Store bytes a person supplied (an edited file) in the caller's transaction, exactly
+    as ``ingest_file`` stores a file, so the edit and what it is linked to commit together.
+
+    ``replaces`` is the raw message the edit corrects: an edited transaction keeping that
+    message's control numbers is the correction itself, not a reuse to review."""
+    digest = hashlib.sha256(data).hexdigest()
+    if uow.raw.find_by_sha256(digest) is not None:
+        return FileOutcome(name, "duplicate")
+    report = scan(io.BytesIO(data))
+    stream = io.BytesIO(data)
+    return _store(uow, stream, report, name, name, digest, len(data), channel, replaces)
+
+
+def _store(
+    uow: UnitOfWork,
+    stream: BinaryIO,
+    report: EnvelopeReport,
+    label: str,
+    name: str,
+    digest: str,
+    size: int,
+    channel: str,
+    replaces: int | None = None,
+) -> FileOutcome:
+    raw = uow.raw.add(
+        channel=channel,
+        name=name,
+        content_type="application/edi-x12",
+        sha256=digest,
+        size=size,
+        stream=stream,
+    )
+    outcome = _units(uow, raw, report, FileOutcome(label, "accepted", raw.id), replaces)
+    uow.audit.record("revbridge", "raw.received", "raw", str(raw.id), outcome.as_dict())
     return outcome
 
 
@@ -107,20 +139,30 @@ def _size_and_hash(path: Path) -> tuple[int, str]:
 
 
 def _units(
-    uow: UnitOfWork, raw: RawMessage, report: EnvelopeReport, out: FileOutcome
+    uow: UnitOfWork,
+    raw: RawMessage,
+    report: EnvelopeReport,
+    out: FileOutcome,
+    replaces: int | None = None,
 ) -> FileOutcome:
     for issue in report.issues:
         _open(uow, raw, "envelope_error" if report.transactions else "rejected_file", issue, None)
         out.problems.append(_where(issue))
     for tx in report.transactions:
         out.transactions += 1
-        _unit(uow, raw, tx, out)
+        _unit(uow, raw, tx, out, replaces)
     if out.new == 0:
         out.status = "duplicate" if out.duplicates and not out.problems else "rejected"
     return out
 
 
-def _unit(uow: UnitOfWork, raw: RawMessage, tx: TransactionSlice, out: FileOutcome) -> None:
+def _unit(
+    uow: UnitOfWork,
+    raw: RawMessage,
+    tx: TransactionSlice,
+    out: FileOutcome,
+    replaces: int | None = None,
+) -> None:
     if uow.units.find(tx.natural_key, tx.content_hash) is not None:
         out.duplicates += 1
         return
@@ -134,7 +176,7 @@ def _unit(uow: UnitOfWork, raw: RawMessage, tx: TransactionSlice, out: FileOutco
         out.rejected += 1
         return
     reused = uow.units.natural_key_seen(tx.natural_key, tx.content_hash)
-    if reused is not None:
+    if reused is not None and reused.raw_id != replaces:
         _control_number_reused(uow, raw, tx, unit.id, reused.id)
     uow.jobs.enqueue("normalise", f"unit:{unit.id}", {"unit_id": unit.id})
     out.new += 1

@@ -16,6 +16,7 @@ from typing import Any
 from revbridge.domain.events import Event, EventType
 from revbridge.domain.journal import Journal, JournalLine, posting_pair
 from revbridge.domain.master import OTHER_CLASS, Facility, FinancialClass, MasterData
+from revbridge.domain.money import money_str
 from revbridge.ledger.posting_rules import Action, AdjustmentRule, PostingRules
 from revbridge.store.base import NewException
 
@@ -39,6 +40,7 @@ class _Context:
     lines: dict[str, list[JournalLine]] = field(default_factory=lambda: {k: [] for k in KINDS})
     exceptions: list[NewException] = field(default_factory=list)
     claim_status: dict[str, str] = field(default_factory=dict)
+    denial: dict[str, Any] | None = None  # subject of the current claim's claim-level denial
 
     @property
     def payment(self) -> str:
@@ -68,10 +70,21 @@ class _Context:
                 refs[name] = event.keys[name]
         return refs
 
-    def exception(self, reason: str, detail: str, event: Event, **extra: Any) -> None:
+    def exception(self, reason: str, detail: str, event: Event, **extra: Any) -> dict[str, Any]:
         subject = {**self.source(event), "payment": self.payment, **extra}
         dedupe = f"{reason}:{self.payment}:{event.source.unit_id}:{event.source.segment}"
         self.exceptions.append(NewException(reason, detail, dedupe, subject))
+        return subject
+
+    def denied(self, code: str | None, amount: Decimal) -> dict[str, Any]:
+        """What a denial write-off (E9) needs, so a person can book it from the item alone."""
+        return {
+            **self.dimensions(),
+            "ar_account": self.fc.ar_account,
+            "denial_account": self.fc.denial_account,
+            "denied_amount": money_str(amount),
+            "code": code,
+        }
 
 
 def build_remittance_journals(
@@ -135,8 +148,10 @@ def _kind(event: Event) -> str:
 
 def _claim(ctx: _Context, event: Event) -> None:
     paid = Decimal(event.data["paid"])
+    ctx.denial = None
     if event.data["status"] == "4":
-        ctx.exception("claim_denied", f"claim denied; AR kept open for appeal (paid {paid})", event)
+        detail = f"claim denied; AR kept open for appeal (paid {paid})"
+        ctx.denial = ctx.exception("claim_denied", detail, event, **ctx.denied(None, Decimal(0)))
     if paid:
         ctx.lines[_kind(event)].extend(
             posting_pair(
@@ -186,10 +201,21 @@ def _adjustment_account(
         return ctx.self_pay.ar_account
     if rule.action is Action.ACCOUNT:
         return rule.account
-    if rule.action is Action.DENIAL and event.data["claim_status"] != "4":
-        detail = f"line/claim denial {reason} ({event.data['amount']}); AR kept open for appeal"
-        ctx.exception("claim_denied", detail, event, code=reason)
+    if rule.action is Action.DENIAL:
+        _denial(ctx, event, reason)
     return None
+
+
+def _denial(ctx: _Context, event: Event, reason: str) -> None:
+    """A denial stays in AR (E9 deferred); its amount is what a later write-off may move."""
+    amount = Decimal(event.data["amount"])
+    if event.data["claim_status"] == "4" and ctx.denial is not None:
+        ctx.denial["denied_amount"] = money_str(Decimal(ctx.denial["denied_amount"]) + amount)
+        ctx.denial["code"] = ctx.denial["code"] or reason
+        return
+    if event.data["claim_status"] != "4":
+        detail = f"line/claim denial {reason} ({event.data['amount']}); AR kept open for appeal"
+        ctx.exception("claim_denied", detail, event, **ctx.denied(reason, amount))
 
 
 def _provider(ctx: _Context, event: Event) -> None:

@@ -23,13 +23,18 @@ class Approvals:
         self.store, self.clock, self.executors = store, clock, executors
 
     def request(self, kind: str, subject: Mapping[str, Any], actor: str) -> Approval:
+        with self.store.unit_of_work() as uow:
+            return self.request_in(uow, kind, subject, actor)
+
+    def request_in(
+        self, uow: UnitOfWork, kind: str, subject: Mapping[str, Any], actor: str
+    ) -> Approval:
+        """``request`` inside the caller's transaction, so the request commits together with
+        what asked for it (e.g. the audit entry of the exception item it concerns)."""
         if kind not in self.executors:
             raise ActionRefused(f"no approval kind {kind!r} (known: {sorted(self.executors)})")
-        with self.store.unit_of_work() as uow:
-            approval = uow.approvals.request(kind, subject, actor, self.clock.now())
-            uow.audit.record(
-                actor, "approval.requested", "approval", str(approval.id), {"kind": kind}
-            )
+        approval = uow.approvals.request(kind, subject, actor, self.clock.now())
+        uow.audit.record(actor, "approval.requested", "approval", str(approval.id), {"kind": kind})
         return approval
 
     def approve(self, approval_id: int, actor: str) -> Mapping[str, Any]:
