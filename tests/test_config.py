@@ -16,7 +16,7 @@ from revbridge.sample import sample_config, write_sample
 def test_sample_config_is_valid(deployment: Path) -> None:
     config = load_config(deployment, bootstrap.SPECS)
     assert config.ledger["target"] == "gl"
-    assert [o.name for o in config.outputs] == ["gl", "erp"]
+    assert [o.name for o in config.outputs] == ["gl", "erp", "analytics"]
     assert Path(config.store.options["path"]).is_absolute()
 
 

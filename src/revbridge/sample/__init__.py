@@ -43,6 +43,9 @@ outputs:
     database: {erp_database}
     user: admin
     password: ${{REVBRIDGE_ERP_PASSWORD:-admin}}
+  - type: parquet_export   # `revbridge export`: reporting reads these, not the store
+    name: analytics
+    path: analytics
 """
 
 
