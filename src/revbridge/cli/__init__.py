@@ -14,7 +14,12 @@ from typing import Any
 import click
 
 from revbridge import bootstrap
+from revbridge.cli import export as export_command
+from revbridge.cli import replay as replay_command
+from revbridge.cli.api import api as api_command
+from revbridge.cli.approvals import approvals as approvals_command
 from revbridge.cli.common import app_for, config_option, emit, format_option
+from revbridge.cli.exceptions import exceptions as exceptions_command
 from revbridge.config import DEFAULT_NAME
 from revbridge.demo.run import DemoResult, run_demo
 from revbridge.errors import ConfigurationError
@@ -23,7 +28,7 @@ from revbridge.observe.trace import Trace, line_view, trace
 from revbridge.orchestrate.worker import RunStats
 from revbridge.registry import reference_markdown
 from revbridge.sample import write_sample
-from revbridge.store.base import ExceptionItem, JournalRecord
+from revbridge.store.base import JournalRecord
 
 
 @click.group()
@@ -217,33 +222,6 @@ def _print_journals(records: list[JournalRecord]) -> None:
         )
 
 
-@main.command()
-@config_option
-@format_option
-@click.option("--status", type=click.Choice(["open", "resolved"]), default=None)
-def exceptions(config_path: str | None, fmt: str, status: str | None) -> None:
-    """Exception items for people: reason, status, and the source they concern."""
-    with app_for(config_path) as app, app.store.unit_of_work() as uow:
-        items = uow.exceptions.all(status)
-    emit(fmt, {"exceptions": [exception_view(i) for i in items]}, lambda: _print_items(items))
-
-
-def exception_view(item: ExceptionItem) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "reason": item.reason,
-        "status": item.status,
-        "detail": item.detail,
-        "source": dict(item.subject),
-        "opened_at": item.opened_at.isoformat(),
-    }
-
-
-def _print_items(items: list[ExceptionItem]) -> None:
-    for i in items:
-        click.echo(f"#{i.id:<5} {i.status:<8} {i.reason:<22} {i.detail}")
-
-
 @main.command("trace")
 @config_option
 @format_option
@@ -371,3 +349,10 @@ def erp_setup(config_path: str | None, year: int | None, output_name: str | None
     click.echo(
         "changed: " + (", ".join(report.created + report.updated) or "nothing (already set up)")
     )
+
+
+main.add_command(export_command.export)
+main.add_command(replay_command.replay)
+main.add_command(exceptions_command)
+main.add_command(approvals_command)
+main.add_command(api_command)

@@ -10,20 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from revbridge.domain.events import Event, EventType, deterministic_id
 from revbridge.domain.journal import Journal
 from revbridge.domain.master import MasterData
-from revbridge.errors import BusinessError, DeliveryError
+from revbridge.errors import BusinessError, DeliveryError, OutageError, ThrottledError
 from revbridge.formats.x12.issues import X12Issue
 from revbridge.ingest.x12_files import issue_exception
 from revbridge.ledger.posting_rules import PostingRules
 from revbridge.ledger.remittance import build_remittance_journals
 from revbridge.normalise.x12_835 import Normalised, Rejected, UnitInput, normalise_835
-from revbridge.orchestrate.worker import Handler, JobContext
+from revbridge.orchestrate.target_guard import TargetGuard
+from revbridge.orchestrate.worker import Deferred, Handler, JobContext
 from revbridge.post.base import JournalSink
-from revbridge.store.base import NewException, OutboxItem, OutboxStatus, UnitOfWork, UnitStatus
+from revbridge.store.base import (
+    NewException,
+    OutboxItem,
+    OutboxStatus,
+    RawMessage,
+    UnitOfWork,
+    UnitStatus,
+)
 
 NORMALISE, JOURNAL, POST = "normalise", "journal", "post"
 SYSTEM = "revbridge"
@@ -36,6 +44,7 @@ class Services:
     target: str
     sinks: Callable[[str], JournalSink]
     post_batch_size: int = 50
+    guards: Callable[[str], TargetGuard] | None = None  # per target; None: unguarded
 
 
 def handlers(services: Services) -> dict[str, Handler]:
@@ -51,25 +60,32 @@ def handlers(services: Services) -> dict[str, Handler]:
 
 def normalise(ctx: JobContext) -> None:
     with ctx.store.unit_of_work() as uow:
-        unit = uow.units.get(int(ctx.job.payload["unit_id"]))
-        raw = uow.raw.get(unit.raw_id)
-        data = uow.raw.read(unit.raw_id, unit.byte_start, unit.byte_end)
-        source = UnitInput(
-            data=data,
-            delimiters=unit.envelope["delimiters"],
-            first_segment=unit.first_segment,
-            raw_id=unit.raw_id,
-            unit_id=unit.id,
-            channel=raw.channel,
-            content_hash=unit.content_hash,
-            envelope=unit.envelope,
-        )
+        source, raw = unit_input(uow, int(ctx.job.payload["unit_id"]))
         result = normalise_835(source, ctx.clock.now())
         if isinstance(result, Rejected):
             _reject(uow, source, raw.name, result.issues)
         else:
             _accept(uow, source, raw.name, result)
         ctx.complete(uow)
+
+
+def unit_input(uow: UnitOfWork, unit_id: int) -> tuple[UnitInput, RawMessage]:
+    """What a normaliser reads for a stored unit: its bytes and where they came from. The
+    normalise job and replay read a unit the same way, so a replay sees the same input."""
+    unit = uow.units.get(unit_id)
+    raw = uow.raw.get(unit.raw_id)
+    data = uow.raw.read(unit.raw_id, unit.byte_start, unit.byte_end)
+    source = UnitInput(
+        data=data,
+        delimiters=unit.envelope["delimiters"],
+        first_segment=unit.first_segment,
+        raw_id=unit.raw_id,
+        unit_id=unit.id,
+        channel=raw.channel,
+        content_hash=unit.content_hash,
+        envelope=unit.envelope,
+    )
+    return source, raw
 
 
 def _issue(reason: str, issue: X12Issue, unit: UnitInput, name: str) -> NewException:
@@ -157,7 +173,9 @@ def journal(ctx: JobContext, services: Services) -> None:
         result = build_remittance_journals(events, services.master, services.rules)
         unit_id = int(ctx.job.payload["unit_id"])
         added = [
-            j for j in result.journals if _prepare(uow, j, services.target, unit_id, events[0])
+            j
+            for j in result.journals
+            if prepare_journal(uow, j, services.target, unit_id, events[0])
         ]
         for item in result.exceptions:
             uow.exceptions.open(item)
@@ -166,7 +184,18 @@ def journal(ctx: JobContext, services: Services) -> None:
         ctx.complete(uow)
 
 
-def _prepare(uow: UnitOfWork, journal: Journal, target: str, unit_id: int, cause: Event) -> bool:
+def prepare_journal(
+    uow: UnitOfWork,
+    journal: Journal,
+    target: str,
+    unit_id: int,
+    cause: Event,
+    detail: Mapping[str, Any] | None = None,
+) -> bool:
+    """Store the journal, its outbox item and its ``journal.prepared`` event in the caller's
+    transaction; ``False`` (and nothing changes) if the key exists. The journal job and
+    replay both prepare journals this way, so the post job sees no difference; ``detail``
+    adds to the event's data (replay records what it reverses and why)."""
     if not uow.journals.add(journal, target=target, unit_id=unit_id):
         return False
     uow.outbox.add(target, journal.key)
@@ -181,6 +210,7 @@ def _prepare(uow: UnitOfWork, journal: Journal, target: str, unit_id: int, cause
                     "total": f"{journal.total:f}",
                     "rule_version": journal.rule_version,
                     "target": target,
+                    **(detail or {}),
                 },
             )
         ]
@@ -209,29 +239,101 @@ def _journal_event(kind: str, journal: Journal, cause: Event, data: Mapping[str,
 
 
 def post(ctx: JobContext, services: Services) -> None:
+    """Deliver the target's due items; every call to the target is admitted by its guard.
+
+    The first call is admitted before anything is marked in flight, so a wait (rate
+    limit, Retry-After, open breaker) leaves no trace but the job's deferral.
+    """
     target = str(ctx.job.payload["target"])
     sink = services.sinks(target)
+    calls = _Calls(services.guards(target) if services.guards else None)
+    try:
+        _post(ctx, services, target, sink, calls)
+    finally:
+        calls.release()
+
+
+def _post(
+    ctx: JobContext, services: Services, target: str, sink: JournalSink, calls: _Calls
+) -> None:
     with ctx.store.unit_of_work() as uow:
         items = uow.outbox.due(target, ctx.clock.now(), services.post_batch_size)
         if not items:
             ctx.complete(uow)
             return
         journals = {i.journal_key: _journal(uow, i.journal_key) for i in items}
+        calls.admit()
         uow.outbox.mark_in_flight([i.id for i in items])
-    outcome = _Outcome(posted=_already_there(sink, items))
+    outcome = _Outcome(posted={})
     try:
+        outcome.posted.update(_already_there(calls, sink, items))
         _deliver(
+            calls,
             sink,
             [journals[i.journal_key] for i in items if i.journal_key not in outcome.posted],
             outcome,
         )
-    except DeliveryError as exc:
+    except (DeliveryError, Deferred) as exc:
         _record(ctx, items, journals, outcome, complete=False)
         _postpone(ctx, [i for i in items if i.journal_key not in outcome.posted], exc)
-        raise
+        signal = calls.signal(exc)
+        if signal is exc:
+            raise
+        raise signal from exc
     _record(
         ctx, items, journals, outcome, complete=True, more=len(items) == services.post_batch_size
     )
+
+
+_R = TypeVar("_R")
+
+
+class _Calls:
+    """The calls one post job makes to its target, one after the other, under one slot
+    of the target's guard: the first admitted by ``admit`` (which may be asked ahead),
+    each further one by ``again``. ``release`` frees the slot when the job is done."""
+
+    def __init__(self, guard: TargetGuard | None) -> None:
+        self.guard = guard
+        self._held = False
+        self._called = False
+
+    def admit(self) -> None:
+        """Hold a slot, or raise ``Deferred`` with the guard's wait."""
+        if self.guard is None or self._held:
+            return
+        self._raise_if_waiting(self.guard.admit())
+        self._held, self._called = True, False
+
+    def call(self, send: Callable[[], _R]) -> _R:
+        if self.guard is None:
+            return send()
+        if not self._held:
+            self.admit()
+        elif self._called:
+            self._raise_if_waiting(self.guard.again())
+        self._called = True
+        with self.guard.calling():
+            return send()
+
+    def release(self) -> None:
+        if self.guard is not None and self._held:
+            self._held = False
+            self.guard.release(called=self._called)
+
+    def _raise_if_waiting(self, wait: float) -> None:
+        if wait > 0 and self.guard is not None:
+            raise Deferred(wait, self.guard.refusal)
+
+    def signal(self, exc: Exception) -> Exception:
+        """What the worker should see: a throttled or down target defers the job (no
+        attempt counted) until the guard would admit a call again; anything else as is."""
+        if self.guard is None or not isinstance(exc, ThrottledError | OutageError):
+            return exc
+        wait = self.guard.wait()
+        if wait <= 0:
+            return exc  # breaker still closed: the worker's backoff spaces the next try
+        return Deferred(wait, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -247,25 +349,25 @@ def _journal(uow: UnitOfWork, key: str) -> Journal:
     return record.journal
 
 
-def _already_there(sink: JournalSink, items: Sequence[OutboxItem]) -> dict[str, str]:
+def _already_there(calls: _Calls, sink: JournalSink, items: Sequence[OutboxItem]) -> dict[str, str]:
     """Keys whose earlier attempt's outcome is unknown: ask the target before resending."""
     unsure = [i.journal_key for i in items if i.status == OutboxStatus.IN_FLIGHT]
-    return dict(sink.lookup(unsure)) if unsure else {}
+    return dict(calls.call(lambda: sink.lookup(unsure))) if unsure else {}
 
 
-def _deliver(sink: JournalSink, batch: Sequence[Journal], outcome: _Outcome) -> None:
+def _deliver(calls: _Calls, sink: JournalSink, batch: Sequence[Journal], outcome: _Outcome) -> None:
     """Post the batch; if the target refuses it, post one by one so one bad journal fails alone."""
     if not batch:
         return
     try:
-        outcome.posted.update(sink.post(batch))
+        outcome.posted.update(calls.call(lambda: sink.post(batch)))
         return
     except BusinessError as exc:
         if len(batch) == 1:
             outcome.refused[batch[0].key] = exc
             return
     for journal in batch:
-        _deliver(sink, [journal], outcome)
+        _deliver(calls, sink, [journal], outcome)
 
 
 def _record(
@@ -328,8 +430,13 @@ def _mark_refused(uow: UnitOfWork, item: OutboxItem, exc: BusinessError) -> None
     )
 
 
-def _postpone(ctx: JobContext, items: Sequence[OutboxItem], exc: DeliveryError) -> None:
-    """Leave the items in flight (outcome unknown); the job's own backoff times the retry."""
+def _postpone(ctx: JobContext, items: Sequence[OutboxItem], exc: Exception) -> None:
+    """Leave the items in flight (outcome unknown); the job's own backoff times the retry.
+
+    They keep their place in the queue: the next attempt takes the same items first, so
+    journals reach the target in order, and a long outage leaves one batch to look up
+    when the target is back rather than every item its probes happened to take.
+    """
     with ctx.store.unit_of_work() as uow:
         for item in items:
-            uow.outbox.mark_retry(item.id, f"{type(exc).__name__}: {exc}", ctx.clock.now())
+            uow.outbox.mark_retry(item.id, f"{type(exc).__name__}: {exc}", item.run_after)
