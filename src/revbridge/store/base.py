@@ -241,6 +241,19 @@ class RawRepository(abc.ABC):
     ) -> Iterator[bytes]:
         """The same bytes as ``read``, in chunks, for big messages."""
 
+    @abc.abstractmethod
+    def received(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[RawMessage]:
+        """Messages received in ``[since, until)`` (a missing bound is open) with
+        ``id > after_id``, in id order, at most ``limit``: how a replay pages through a
+        time range or through everything."""
+
 
 class UnitRepository(abc.ABC):
     @abc.abstractmethod
@@ -388,6 +401,12 @@ class Outbox(abc.ABC):
     def mark_failed(self, item_id: int, error: str) -> None: ...
 
     @abc.abstractmethod
+    def reset(self, target: str, journal_key: str, run_after: datetime) -> int:
+        """A person's retry: the failed item for ``(target, journal_key)`` becomes pending,
+        due at ``run_after`` (attempts and last error kept as history); returns its id.
+        Raises ``StoreError`` unless such a failed item exists."""
+
+    @abc.abstractmethod
     def count(self, status: str | None = None) -> int: ...
 
 
@@ -417,6 +436,10 @@ class ExceptionRepository(abc.ABC):
         self, item_id: int, actor: str, at: datetime, resolution: str = Resolution.RESOLVED
     ) -> None:
         """Close an open item. Raises ``StoreError`` if it is not open."""
+
+    @abc.abstractmethod
+    def read_from(self, after_id: int, limit: int = 1000) -> list[ExceptionItem]:
+        """Items with ``id > after_id`` in id order (incremental export)."""
 
     @abc.abstractmethod
     def assign(self, item_id: int, assignee: str | None) -> None: ...
@@ -460,6 +483,10 @@ class AuditLog(abc.ABC):
 
     @abc.abstractmethod
     def for_subject(self, subject_type: str, subject_id: str) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def read_from(self, after_id: int, limit: int = 1000) -> list[AuditEntry]:
+        """Entries with ``id > after_id`` in id order (incremental export)."""
 
 
 # ------------------------------------------------------------------- unit of work, store

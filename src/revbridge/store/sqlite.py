@@ -265,6 +265,28 @@ class SQLiteRawRepository(RawRepository):
             raise KeyError(f"no raw message {raw_id}")
         return _raw_from_row(row)
 
+    def received(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[RawMessage]:
+        where, params = ["id > ?"], [after_id]
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(codec.to_micros(since))
+        if until is not None:
+            where.append("received_at < ?")
+            params.append(codec.to_micros(until))
+        rows = self._tx.all(
+            f"SELECT {_RAW_COLUMNS} FROM raw_messages WHERE {' AND '.join(where)}"
+            " ORDER BY id LIMIT ?",
+            (*params, max(limit, 0)),
+        )
+        return [_raw_from_row(row) for row in rows]
+
     def read(self, raw_id: int, start: int = 0, end: int | None = None) -> bytes:
         return b"".join(self._pieces(raw_id, start, end, max_read=None))
 
@@ -834,6 +856,19 @@ class SQLiteOutbox(Outbox):
     def mark_failed(self, item_id: int, error: str) -> None:
         self._set(item_id, "status = ?, last_error = ?", (OutboxStatus.FAILED, error))
 
+    def reset(self, target: str, journal_key: str, run_after: datetime) -> int:
+        row = self._tx.one(
+            "SELECT id FROM outbox WHERE target = ? AND journal_key = ? AND status = ?"
+            " ORDER BY id LIMIT 1",
+            (target, journal_key, OutboxStatus.FAILED),
+        )
+        if row is None:
+            raise StoreError(f"no failed outbox item for journal {journal_key} to {target}")
+        self._set(
+            row[0], "status = ?, run_after = ?", (OutboxStatus.PENDING, codec.to_micros(run_after))
+        )
+        return int(row[0])
+
     def _set(self, item_id: int, assignments: str, params: Sequence[Any]) -> None:
         changed = self._tx.update(
             f"UPDATE outbox SET {assignments} WHERE id = ?", (*params, item_id)
@@ -942,6 +977,13 @@ class SQLiteExceptionRepository(ExceptionRepository):
         )
         if changed == 0:
             raise StoreError(f"exception item {item_id} is {self.get(item_id).status}, not open")
+
+    def read_from(self, after_id: int, limit: int = 1000) -> list[ExceptionItem]:
+        rows = self._tx.all(
+            f"SELECT {_EXCEPTION_COLUMNS} FROM exceptions WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [_exception_from_row(row) for row in rows]
 
     def assign(self, item_id: int, assignee: str | None) -> None:
         changed = self._tx.update(
@@ -1059,18 +1101,26 @@ class SQLiteAuditLog(AuditLog):
             " WHERE subject_type = ? AND subject_id = ? ORDER BY id",
             (subject_type, subject_id),
         )
-        return [
-            AuditEntry(
-                id=row[0],
-                at=codec.from_micros(row[1]),
-                actor=row[2],
-                action=row[3],
-                subject_type=row[4],
-                subject_id=row[5],
-                detail=codec.json_object(row[6]),
-            )
-            for row in rows
-        ]
+        return [_audit_from_row(row) for row in rows]
+
+    def read_from(self, after_id: int, limit: int = 1000) -> list[AuditEntry]:
+        rows = self._tx.all(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [_audit_from_row(row) for row in rows]
+
+
+def _audit_from_row(row: Row) -> AuditEntry:
+    return AuditEntry(
+        id=row[0],
+        at=codec.from_micros(row[1]),
+        actor=row[2],
+        action=row[3],
+        subject_type=row[4],
+        subject_id=row[5],
+        detail=codec.json_object(row[6]),
+    )
 
 
 # ------------------------------------------------------------------------ unit of work
