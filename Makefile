@@ -29,7 +29,13 @@ pytest: $(STAMP)
 test: check pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/book.py
 
 docs: $(STAMP)
 	$(BIN)/revbridge docs --write docs/configuration.md
+
+# The fault suite's long run (docs/faults.md): bigger counts, more iterations, real disk.
+.PHONY: faults-long
+faults-long: $(STAMP)
+	REVBRIDGE_FAULTS_LONG=1 $(BIN)/pytest -p no:cacheprovider -m faults -rxX -s tests/faults
+	$(BIN)/python -m tests.faults.restart_time --rounds 5

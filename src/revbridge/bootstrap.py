@@ -16,6 +16,7 @@ from revbridge.config import (
     API_USER_SPEC,
     EXCEPTIONS_SPEC,
     LEDGER_SPEC,
+    RETENTION_SPEC,
     WORKER_SPEC,
     Config,
     find_config,
@@ -29,6 +30,7 @@ from revbridge.normalise import x12_835
 from revbridge.orchestrate.clock import Clock, SystemClock
 from revbridge.orchestrate.handlers import Services, handlers
 from revbridge.orchestrate.replay import BULK_REPLAY, Replayer
+from revbridge.orchestrate.retention import RetentionJob, RetentionPolicy
 from revbridge.orchestrate.target_guard import GuardPolicy, TargetGuard
 from revbridge.orchestrate.work_queue import QueueSettings, WorkQueue
 from revbridge.orchestrate.worker import Worker
@@ -57,6 +59,7 @@ ALL_SPECS = (
     EXCEPTIONS_SPEC,
     API_SPEC,
     API_USER_SPEC,
+    RETENTION_SPEC,
 )
 
 
@@ -131,6 +134,16 @@ class App:
     def replayer(self) -> Replayer:
         """Replay of stored messages under chosen mapping and rule versions."""
         return Replayer(self.store, self.clock, self.services.master, self.services.target)
+
+    def retention_job(self) -> RetentionJob:
+        """The retention job under the config's policy (none: nothing is dropped), with the
+        Parquet export it must wait for, if the policy names one."""
+        settings = self.config.retention
+        policy = None if settings is None else RetentionPolicy.from_config(settings)
+        archive = None
+        if policy is not None and policy.archive is not None:
+            archive = make_exports(self.config).get(policy.archive)
+        return RetentionJob(self.store, self.clock, policy, archive)
 
     def worker(self) -> Worker:
         return Worker(

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from revbridge.errors import ConfigurationError
-from revbridge.registry import ComponentSpec, Field
+from revbridge.registry import SINGLE_SECTIONS, ComponentSpec, Field
 
 ENV_VAR = "REVBRIDGE_CONFIG"
 DEFAULT_NAME = "revbridge.yaml"
@@ -49,7 +49,14 @@ WORKER_SPEC = ComponentSpec(
             "Lease length; an expired lease lets another worker take the job.",
             60.0,
         ),
-        Field("poll_seconds", "number", "Idle wait between polls of the queue.", 1.0),
+        Field(
+            "poll_seconds",
+            "number",
+            "Longest an idle worker waits before it looks at the queue again. New work wakes"
+            " it at once (the store's wake-ups), so this is a safety net, not a polling"
+            " interval.",
+            1.0,
+        ),
         Field("post_batch_size", "integer", "Journals per call to an output.", 50),
         Field("max_attempts", "integer", "Attempts before a failing job is parked.", 8),
     ),
@@ -122,6 +129,55 @@ API_USER_SPEC = ComponentSpec(
         Field("token", "secret", "Bearer token.", example="${REVBRIDGE_TOKEN_ANA}"),
     ),
 )
+RETENTION_KEEP_MONTHS = 84
+RETENTION_SPEC = ComponentSpec(
+    "retention",
+    "retention",
+    "How long raw messages and events are kept, in whole months; older months are dropped "
+    "whole by `revbridge retention` (run by `serve`; from cron for `worker` deployments). "
+    "Without this section nothing is dropped.",
+    (
+        Field(
+            "keep_raw_months",
+            "integer",
+            "Months of raw messages (with their bytes) kept before the current one.",
+            RETENTION_KEEP_MONTHS,
+        ),
+        Field(
+            "keep_event_months",
+            "integer",
+            "Months of canonical events kept before the current one.",
+            RETENTION_KEEP_MONTHS,
+        ),
+        Field(
+            "minimum_months",
+            "integer",
+            "The audit-trail floor: keep_raw_months and keep_event_months below it are "
+            "refused (journals' source references lead back to those rows).",
+            RETENTION_KEEP_MONTHS,
+        ),
+        Field(
+            "allow_below_minimum",
+            "boolean",
+            "Accept keep months below minimum_months (a shorter audit trail).",
+            False,
+        ),
+        Field(
+            "archive",
+            "string",
+            "A parquet_export output: a month of events is dropped only once that export "
+            "holds all of it (raw bytes are not exported).",
+            None,
+            example="analytics",
+        ),
+        Field(
+            "run_every_hours",
+            "number",
+            "How often `serve` runs the whole job (it takes up a new month within the hour).",
+            24.0,
+        ),
+    ),
+)
 MIN_TOKEN_LENGTH = 16
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -145,6 +201,7 @@ class Config:
     worker: Mapping[str, Any]
     exceptions: Mapping[str, Any] = field(default_factory=dict)
     api: Mapping[str, Any] = field(default_factory=dict)
+    retention: Mapping[str, Any] | None = None  # None: no retention section, nothing dropped
 
     def output(self, name: str) -> ComponentConfig:
         return next(o for o in self.outputs if o.name == name)
@@ -208,7 +265,7 @@ class _Reader:
             self.problem((), "the file must be a mapping of sections")
             data = {}
         for key in data:
-            if key not in ("store", "ledger", "worker", "exceptions", "api", *LIST_SECTIONS):
+            if key not in ("store", *SINGLE_SECTIONS, *LIST_SECTIONS):
                 self.problem((key,), "unknown section")
         store = self.component(("store",), data.get("store"), "store")
         lists = {s: tuple(self.components(s, data.get(s) or [])) for s in LIST_SECTIONS}
@@ -225,6 +282,9 @@ class _Reader:
             worker,
             self.exceptions(data.get("exceptions") or {}),
             self.api(data.get("api") or {}),
+            self.retention(data["retention"] or {}, lists["outputs"])
+            if "retention" in data
+            else None,
         )
 
     def exceptions(self, options: Any) -> dict[str, Any]:
@@ -260,6 +320,19 @@ class _Reader:
             self.problem(where, f"expected an amount like '1000.00', got {text!r}")
             return Decimal("0.00")
         return value
+
+    def retention(self, options: Any, outputs: tuple[ComponentConfig, ...]) -> dict[str, Any]:
+        where = ("retention",)
+        values = self.fixed(where, options, RETENTION_SPEC)
+        for name, message in retention_problems(values):
+            self.problem((*where, name), message)
+        archive = values.get("archive")
+        exports = [o.name for o in outputs if o.type == "parquet_export"]
+        if archive is not None and archive not in exports:
+            self.problem((*where, "archive"), f"no parquet_export output named {archive!r}")
+        if values.get("run_every_hours", 1) <= 0:
+            self.problem((*where, "run_every_hours"), "must be more than 0")
+        return values
 
     def api(self, options: Any) -> dict[str, Any]:
         values = self.fixed(("api",), options, API_SPEC)
@@ -334,3 +407,26 @@ class _Reader:
         target = ledger.get("target")
         if target is not None and target not in {o.name for o in outputs}:
             self.problem(("ledger", "target"), f"no output named {target!r}")
+
+
+def retention_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, problem) pairs of retention settings: keep months of at least one, and not
+    below the audit-trail floor unless ``allow_below_minimum``."""
+    problems: list[tuple[str, str]] = []
+    minimum = values.get("minimum_months", RETENTION_KEEP_MONTHS)
+    if minimum < 1:
+        problems.append(("minimum_months", "must be at least 1"))
+    for name in ("keep_raw_months", "keep_event_months"):
+        keep = values.get(name, RETENTION_KEEP_MONTHS)
+        if keep < 1:
+            problems.append((name, "must be at least 1 (the current month is always kept)"))
+        elif keep < minimum and not values.get("allow_below_minimum", False):
+            problems.append(
+                (
+                    name,
+                    f"{keep} months is below minimum_months ({minimum}): raw messages and"
+                    " events are the audit trail of the journals posted from them; keep them"
+                    " longer, or set allow_below_minimum: true to accept a shorter trail",
+                )
+            )
+    return problems

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REQUIRED: Any = object()
-SINGLE_SECTIONS = ("ledger", "worker", "exceptions", "api")  # one mapping each, no ``type``
+SINGLE_SECTIONS = ("ledger", "worker", "exceptions", "api", "retention")  # no ``type``
 
 _JSON_TYPES = {
     "string": "string",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ import click
 from revbridge import bootstrap
 from revbridge.cli import export as export_command
 from revbridge.cli import replay as replay_command
+from revbridge.cli import retention as retention_command
+from revbridge.cli import worker as worker_command
 from revbridge.cli.api import api as api_command
 from revbridge.cli.approvals import approvals as approvals_command
 from revbridge.cli.common import app_for, config_option, emit, format_option
@@ -25,6 +28,7 @@ from revbridge.demo.run import DemoResult, run_demo
 from revbridge.errors import ConfigurationError
 from revbridge.ingest.x12_files import FileOutcome, ingest_file, iter_files
 from revbridge.observe.trace import Trace, line_view, trace
+from revbridge.orchestrate.retention import RetentionSchedule
 from revbridge.orchestrate.worker import RunStats
 from revbridge.registry import reference_markdown
 from revbridge.sample import write_sample
@@ -160,17 +164,28 @@ def _kinds(by_kind: dict[str, int]) -> str:
 @main.command()
 @config_option
 def serve(config_path: str | None) -> None:
-    """Run the service: watch the drop folders and work the queue until interrupted."""
+    """Run the service: watch the drop folders and work the queue until interrupted
+    (SIGTERM or Ctrl-C: the job in hand is finished first)."""
     with app_for(config_path) as app:
-        worker = app.worker()
+        stop = threading.Event()
+        seconds = min((float(s.options["poll_seconds"]) for s in app.config.inputs), default=2.0)
+        retention = retention_command.schedule(app)
+        loop = worker_command.WorkLoop(
+            app.worker(),
+            stop,
+            max_wait_seconds=float(app.config.worker["poll_seconds"]),
+            tick=worker_command.Tick(lambda: _serve_tick(app, retention), seconds),
+        )
         click.echo("revbridge serving; Ctrl-C to stop")
-        try:
-            while True:
-                _poll_inputs(app)
-                if not worker.run_once():
-                    time.sleep(app.config.worker["poll_seconds"])
-        except KeyboardInterrupt:
-            click.echo("stopped")
+        with worker_command.graceful_signals(stop):
+            loop.run()
+        click.echo("stopped")
+
+
+def _serve_tick(app: bootstrap.App, retention: RetentionSchedule) -> None:
+    """What ``serve`` does besides jobs: pick up files, and retention when it is due."""
+    _poll_inputs(app)
+    retention.tick()
 
 
 def _poll_inputs(app: bootstrap.App) -> None:
@@ -353,6 +368,8 @@ def erp_setup(config_path: str | None, year: int | None, output_name: str | None
 
 main.add_command(export_command.export)
 main.add_command(replay_command.replay)
+main.add_command(retention_command.retention)
 main.add_command(exceptions_command)
 main.add_command(approvals_command)
 main.add_command(api_command)
+main.add_command(worker_command.worker)

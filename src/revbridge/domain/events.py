@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from revbridge.domain.values import slot_constructor
+
 
 class EventType:
     """The event catalogue used so far (names are stable; data evolves by schema_version)."""
@@ -59,6 +61,13 @@ class Event:
     causation_id: str | None
     source: SourceRef
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+new_source = slot_constructor(SourceRef)
+"""``SourceRef(channel, raw_id, unit_id, segment, path)`` for hot paths (all positional)."""
+
+new_event = slot_constructor(Event)
+"""``Event(...)`` for hot paths: every field positionally, in declaration order."""
 
 
 def uuid7(unix_ms: int | None = None, rand: bytes | None = None) -> str:

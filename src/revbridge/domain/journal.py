@@ -9,6 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from revbridge.domain.money import ZERO, cents
+from revbridge.domain.values import slot_constructor
 
 
 class UnbalancedJournal(ValueError):
@@ -58,6 +59,10 @@ class Journal:
         return sum((line.debit for line in self.lines), ZERO)
 
 
+new_line = slot_constructor(JournalLine)
+"""``JournalLine(...)`` for hot paths: every field positionally, in declaration order."""
+
+
 def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
     """Refuse a journal that does not balance to the cent, or has a bad line."""
     if not lines:
@@ -73,7 +78,9 @@ def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
 
 def _check_line(key: str, number: int, line: JournalLine) -> None:
     for side in (line.debit, line.credit):
-        if side < 0 or cents(side) != side:
+        # A zero side is never negative nor finer than a cent: only a non-zero one can be
+        # bad (this check runs for every line of every journal built or read).
+        if side and (side < ZERO or cents(side) != side):
             raise UnbalancedJournal(f"journal {key} line {number}: bad amount {side}")
     if (line.debit == 0) == (line.credit == 0):
         raise UnbalancedJournal(f"journal {key} line {number}: needs exactly one side")
@@ -95,6 +102,6 @@ def posting_pair(
     if value < 0:
         debit_account, credit_account, value = credit_account, debit_account, -value
     return (
-        JournalLine(debit_account, value, ZERO, description, dimensions, source),
-        JournalLine(credit_account, ZERO, value, description, dimensions, source),
+        new_line(debit_account, value, ZERO, description, dimensions, source),
+        new_line(credit_account, ZERO, value, description, dimensions, source),
     )

@@ -9,7 +9,7 @@ cash, so every PLB posts: a ``72`` and its offsetting ``WO`` net to zero on the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -56,10 +56,16 @@ class PostingRules:
     suspense: str
     adjustments: tuple[AdjustmentRule, ...]
     provider: Mapping[str, ProviderRule]
+    _found: dict[tuple[str, str], AdjustmentRule | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )  # (group, reason) -> rule: every adjustment of every claim asks
 
     def adjustment_rule(self, group: str, reason: str) -> AdjustmentRule | None:
         """The first rule that matches, in file order; None when the code is unmapped."""
-        return next((r for r in self.adjustments if r.matches(group, reason)), None)
+        code = (group, reason)
+        if code not in self._found:
+            self._found[code] = next((r for r in self.adjustments if r.matches(*code)), None)
+        return self._found[code]
 
     def provider_rule(self, code: str) -> ProviderRule | None:
         return self.provider.get(code)

@@ -21,6 +21,7 @@ from revbridge.ledger.posting_rules import Action, AdjustmentRule, PostingRules
 from revbridge.store.base import NewException
 
 KINDS = ("remittance", "reversal", "correction")
+_LINE_REFERENCES = ("patient_control_number", "payer_claim_number", "plb_reference")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,33 +42,40 @@ class _Context:
     exceptions: list[NewException] = field(default_factory=list)
     claim_status: dict[str, str] = field(default_factory=dict)
     denial: dict[str, Any] | None = None  # subject of the current claim's claim-level denial
+    shared_dimensions: dict[str, dict[str, str]] = field(default_factory=dict)  # by reason
 
     @property
     def payment(self) -> str:
         return self.header.keys["payment"]
 
     def dimensions(self, reason: str = "") -> dict[str, str]:
-        dims = {
-            "entity": self.facility.entity,
-            "facility": self.facility.code,
-            "payer": self.payer_id,
-            "financial_class": self.fc.code,
-        }
-        if reason:
-            dims["adjustment_reason"] = reason
+        """A line's dimensions: one dict per reason, shared by the lines (never changed)."""
+        dims = self.shared_dimensions.get(reason)
+        if dims is None:
+            dims = {
+                "entity": self.facility.entity,
+                "facility": self.facility.code,
+                "payer": self.payer_id,
+                "financial_class": self.fc.code,
+            }
+            if reason:
+                dims["adjustment_reason"] = reason
+            self.shared_dimensions[reason] = dims
         return dims
 
     def source(self, event: Event) -> dict[str, str]:
+        where = event.source
         refs = {
             "trn": self.header.data["trace_number"],
             "payer_trn": self.header.data["trace_payer"],
-            "raw_id": str(event.source.raw_id),
-            "unit_id": str(event.source.unit_id),
-            "segment": str(event.source.segment),
+            "raw_id": str(where.raw_id),
+            "unit_id": str(where.unit_id),
+            "segment": str(where.segment),
         }
-        for name in ("patient_control_number", "payer_claim_number", "plb_reference"):
-            if name in event.keys:
-                refs[name] = event.keys[name]
+        keys = event.keys
+        for name in _LINE_REFERENCES:
+            if name in keys:
+                refs[name] = keys[name]
         return refs
 
     def exception(self, reason: str, detail: str, event: Event, **extra: Any) -> dict[str, Any]:
@@ -167,10 +175,12 @@ def _claim(ctx: _Context, event: Event) -> None:
 
 def _adjustment(ctx: _Context, event: Event) -> None:
     data = event.data
-    reason = f"{data['group']}-{data['reason']}"
-    amount = Decimal(data["amount"])
-    if data["informational"] or not amount:
+    if data["informational"]:
         return
+    amount = Decimal(data["amount"])
+    if not amount:
+        return
+    reason = f"{data['group']}-{data['reason']}"
     rule = ctx.rules.adjustment_rule(data["group"], data["reason"])
     debit = _adjustment_account(ctx, rule, event, reason)
     if debit is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from revbridge.domain.events import Event, EventType, SourceRef, uuid7_from_int
+from revbridge.domain.events import Event, EventType, new_event, new_source, uuid7_from_int
 from revbridge.domain.money import money_str
 from revbridge.formats.x12.balance import check_835
 from revbridge.formats.x12.issues import X12Error, X12Issue
@@ -256,19 +256,20 @@ class _Builder:
         self, ordinal: int, kind: str, segment: int, keys: dict[str, str], data: dict[str, Any]
     ) -> Event:
         tail = (self.base + ordinal * _ID_STRIDE) % (1 << 80)  # distinct per ordinal, stable
-        return Event(
-            id=uuid7_from_int(self.unix_ms, tail),
-            type=kind,
-            schema_version=SCHEMA_VERSION,
-            occurred_at=self.occurred_at,
-            recorded_at=self.recorded_at,
-            entity=None,
-            facility=None,
-            keys=keys,
-            correlation_id=self.correlation_id,
-            causation_id=None,
-            source=SourceRef(self.unit.channel, self.unit.raw_id, self.unit.unit_id, segment),
-            data=data,
+        unit = self.unit
+        return new_event(  # Event(...) with every field, in order
+            uuid7_from_int(self.unix_ms, tail),  # id
+            kind,  # type
+            SCHEMA_VERSION,
+            self.occurred_at,
+            self.recorded_at,
+            None,  # entity
+            None,  # facility
+            keys,
+            self.correlation_id,
+            None,  # causation_id
+            new_source(unit.channel, unit.raw_id, unit.unit_id, segment, None),
+            data,
         )
 
 

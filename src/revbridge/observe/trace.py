@@ -11,7 +11,7 @@ from revbridge.domain.events import Event, EventType
 from revbridge.domain.journal import JournalLine
 from revbridge.domain.money import money_str
 from revbridge.formats.x12.tokenizer import Delimiters, segments_from_bytes
-from revbridge.store.base import JournalRecord, UnitOfWork
+from revbridge.store.base import JournalRecord, Unit, UnitOfWork
 
 LOOP_ENDS = {"CLP", "PLB", "SE", "LX"}
 
@@ -85,7 +85,11 @@ def _segments(uow: UnitOfWork, events: list[Event]) -> Iterable[dict[str, Any]]:
 
 def _unit_segments(uow: UnitOfWork, unit_id: int, numbers: set[int]) -> Iterable[dict[str, Any]]:
     unit = uow.units.get(unit_id)
-    raw = uow.raw.get(unit.raw_id)
+    try:
+        raw = uow.raw.get(unit.raw_id)
+    except KeyError:  # its month was dropped by retention: the unit remains, the bytes do not
+        yield _dropped(unit, min(numbers))
+        return
     data = uow.raw.read(unit.raw_id, unit.byte_start, unit.byte_end)
     delimiters = Delimiters.decode(unit.envelope["delimiters"])
     inside = False
@@ -103,6 +107,18 @@ def _unit_segments(uow: UnitOfWork, unit_id: int, numbers: set[int]) -> Iterable
                 "offset": segment.offset,
                 "text": delimiters.element.join(segment.elements),
             }
+
+
+def _dropped(unit: Unit, segment: int) -> dict[str, Any]:
+    return {
+        "file": "(dropped by retention)",
+        "raw_id": unit.raw_id,
+        "unit_id": unit.id,
+        "segment": segment,
+        "offset": None,
+        "text": f"raw message {unit.raw_id} is no longer stored; unit {unit.id} was"
+        f" {unit.natural_key} (sha256 {unit.content_hash[:12]}...)",
+    }
 
 
 def line_view(line: JournalLine) -> dict[str, Any]:

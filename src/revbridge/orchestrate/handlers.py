@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from revbridge.domain.events import Event, EventType, deterministic_id
 from revbridge.domain.journal import Journal
 from revbridge.domain.master import MasterData
-from revbridge.errors import BusinessError, DeliveryError, OutageError, ThrottledError
+from revbridge.errors import BusinessError, DeliveryError, OutageError, StoreError, ThrottledError
 from revbridge.formats.x12.issues import X12Issue
 from revbridge.ingest.x12_files import issue_exception
 from revbridge.ledger.posting_rules import PostingRules
@@ -107,15 +107,22 @@ def _reject(uow: UnitOfWork, unit: UnitInput, name: str, issues: Sequence[X12Iss
 
 
 def _accept(uow: UnitOfWork, unit: UnitInput, name: str, result: Normalised) -> None:
-    prior = [
-        s.event
-        for s in uow.events.by_key(result.payment_key)
-        if s.event.type == EventType.REMITTANCE_RECEIVED
-    ]
-    if prior:
-        _resent(uow, unit, result, prior[0])
+    prior = _received(uow, result.payment_key)
+    if prior is not None:
+        _resent(uow, unit, result, prior)
         return
-    uow.events.append(result.events)
+    try:
+        uow.events.append(result.events)
+    except StoreError:
+        # Another worker normalised the same payment (a resend under other control numbers)
+        # at the same time and committed first: its events took the (deterministic) ids.
+        # The refusal came after its commit, so a new read sees them: decide as if it had
+        # come first. The unit of work is still usable after a refused write.
+        prior = _received(uow, result.payment_key)
+        if prior is None:
+            raise
+        _resent(uow, unit, result, prior)
+        return
     uow.units.set_status(unit.unit_id, UnitStatus.NORMALISED)
     for issue in result.warnings:
         uow.exceptions.open(_issue("payer_data_warning", issue, unit, name))
@@ -131,6 +138,18 @@ def _accept(uow: UnitOfWork, unit: UnitInput, name: str, result: Normalised) -> 
         "unit",
         str(unit.unit_id),
         {"events": len(result.events), "payment": result.payment_key},
+    )
+
+
+def _received(uow: UnitOfWork, payment_key: str) -> Event | None:
+    """The ``remittance.received`` event of an earlier copy of this payment, if any."""
+    return next(
+        (
+            s.event
+            for s in uow.events.by_key(payment_key)
+            if s.event.type == EventType.REMITTANCE_RECEIVED
+        ),
+        None,
     )
 
 
@@ -179,8 +198,8 @@ def journal(ctx: JobContext, services: Services) -> None:
         ]
         for item in result.exceptions:
             uow.exceptions.open(item)
-        if added:
-            uow.jobs.enqueue(POST, services.target, {"target": services.target})
+        if added:  # one ready post job per target takes every due item: no need for more
+            uow.jobs.enqueue_once(POST, services.target, {"target": services.target})
         ctx.complete(uow)
 
 
@@ -389,7 +408,7 @@ def _record(
             elif item.journal_key in outcome.refused:
                 _mark_refused(uow, item, outcome.refused[item.journal_key])
         if more:
-            uow.jobs.enqueue(POST, items[0].target, {"target": items[0].target})
+            uow.jobs.enqueue_once(POST, items[0].target, {"target": items[0].target})
         if complete:
             ctx.complete(uow)
 

@@ -17,11 +17,14 @@ Failures are settled here by class (``revbridge.errors``):
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import socket
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -49,6 +52,49 @@ class Deferred(Exception):
         super().__init__(f"deferred {seconds:.3f} s: {reason}")
         self.seconds = seconds
         self.reason = reason
+
+
+#: Cyclic garbage collector thresholds while a job runs. A job allocates tens of thousands of
+#: containers (events, their data, journal lines) that reference counting frees; at the
+#: default first threshold (700) the collector runs thousands of times per 835 file for
+#: nothing, about 13% of the CPU of ingest-to-posted. Cycles are still collected.
+JOB_GC_THRESHOLDS = (50_000, 20, 20)
+
+
+class _JobCollector:
+    """The collector's thresholds are process-wide: the first of concurrent jobs raises
+    them, the last one to finish puts back what was there before."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.saved: tuple[int, int, int] = gc.get_threshold()
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.running == 0:
+                self.saved = gc.get_threshold()
+                gc.set_threshold(*JOB_GC_THRESHOLDS)
+            self.running += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.running -= 1
+            if self.running == 0:
+                gc.set_threshold(*self.saved)
+
+
+_JOB_COLLECTOR = _JobCollector()
+
+
+@contextmanager
+def collecting_less() -> Iterator[None]:
+    """Run the block with the collector's thresholds at ``JOB_GC_THRESHOLDS``."""
+    _JOB_COLLECTOR.enter()
+    try:
+        yield
+    finally:
+        _JOB_COLLECTOR.leave()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +147,8 @@ class Worker:
             )
         if job is None:
             return False
-        self._run(job)
+        with collecting_less():
+            self._run(job)
         return True
 
     def run_until_idle(

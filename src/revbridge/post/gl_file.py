@@ -65,6 +65,8 @@ class GLFileSink(JournalSink):
         return {j.key: written[j.key] for j in journals}
 
     def lookup(self, keys: Sequence[str]) -> Mapping[str, str]:
+        """Read the folder again: another process may have written these keys since."""
+        self._written = None
         written = self._index()
         return {k: written[k] for k in keys if k in written}
 

@@ -11,11 +11,12 @@ import abc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, BinaryIO
 
 from revbridge.domain.events import Event
 from revbridge.domain.journal import Journal, JournalStatus
+from revbridge.domain.values import slot_constructor
 
 # --------------------------------------------------------------------------- records
 
@@ -96,6 +97,10 @@ class Job:
 class StoredEvent:
     position: int
     event: Event
+
+
+new_stored_event = slot_constructor(StoredEvent)
+"""``StoredEvent(position, event)`` for backends reading many events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +213,85 @@ class AuditEntry:
     detail: Mapping[str, Any]
 
 
+class Family:
+    """What retention keeps by month (DESIGN.md §6), each numbered by a key that only grows:
+    raw messages with their bytes (by raw message id), events with their key index (by
+    position)."""
+
+    RAW = "raw"
+    EVENTS = "events"
+    ALL = (RAW, EVENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class MonthPartition:
+    """One month of a family: its keys ``[low, high)`` (``high`` is None while SQLite's
+    current month is open-ended), when new rows started and stopped going there, and what
+    it holds now.
+
+    A month whose ``closed_at`` is None is *current* (new rows go there, or, on PostgreSQL,
+    it is prepared ahead) and is never dropped. ``first_at`` / ``last_at`` are the times
+    (``received_at`` / ``recorded_at``) of its lowest and highest keys ``first_key`` /
+    ``last_key``."""
+
+    family: str
+    month: date
+    low: int
+    high: int | None
+    opened_at: datetime | None
+    closed_at: datetime | None
+    rows: int = 0
+    first_key: int | None = None
+    last_key: int | None = None
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.closed_at is None
+
+    @property
+    def newest(self) -> datetime | None:
+        """The latest of ``closed_at`` and ``last_at``: no row arrived after it (rows stop
+        arriving when the month closes; a legacy or spilled-over row may be later)."""
+        known = [at for at in (self.closed_at, self.last_at) if at is not None]
+        return max(known) if known else None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWork:
+    """Unfinished work that still needs a month's rows, so the month must not be dropped."""
+
+    pending_units: int = 0
+    unfinished_jobs: int = 0
+    unposted_journals: int = 0
+    open_exceptions: int = 0
+
+    def reasons(self) -> list[str]:
+        """What holds the month, for people: ``["2 pending units", "1 journal not posted"]``."""
+        counts = (
+            (self.pending_units, "pending unit", "pending units"),
+            (self.unfinished_jobs, "unfinished job", "unfinished jobs"),
+            (self.unposted_journals, "journal not posted", "journals not posted"),
+            (self.open_exceptions, "open exception item", "open exception items"),
+        )
+        return [f"{n} {one if n == 1 else many}" for n, one, many in counts if n]
+
+
+def month_of(at: datetime) -> date:
+    """The first day of ``at``'s month in UTC (``at`` must be timezone-aware)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"naive datetime {at.isoformat()}: months are taken in UTC")
+    utc = at.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
+
+
+def add_months(month: date, count: int) -> date:
+    """The first day of the month ``count`` months after ``month``'s (before, if negative)."""
+    index = month.year * 12 + month.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
 # ----------------------------------------------------------------------- repositories
 
 
@@ -308,6 +392,14 @@ class JobQueue(abc.ABC):
     ) -> int: ...
 
     @abc.abstractmethod
+    def enqueue_once(self, kind: str, key: str, payload: Mapping[str, Any]) -> int:
+        """Enqueue, unless a job of ``kind`` and ``key`` is ready and not yet claimed; then
+        return that job's id instead. That job will see this transaction's effects (no claim
+        of ``key`` can take it before this transaction ends), so it does this work too: for
+        jobs of one kind and key that are interchangeable (a target's post job takes every
+        due outbox item), so a burst of enqueues leaves one job, not one per enqueue."""
+
+    @abc.abstractmethod
     def claim(
         self, owner: str, now: datetime, lease_seconds: float, kinds: Sequence[str] | None = None
     ) -> Job | None:
@@ -354,6 +446,12 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def next_run_after(self) -> datetime | None:
         """When the earliest not-yet-due ready job becomes due (None if nothing waits)."""
+
+    @abc.abstractmethod
+    def next_lease_expiry(self) -> datetime | None:
+        """When the earliest lease held now expires (None if no job is leased). Nobody is
+        woken when a lease expires: a waiting worker wakes itself then, to take over the
+        jobs of a worker that died."""
 
 
 class JournalRepository(abc.ABC):
@@ -489,6 +587,37 @@ class AuditLog(abc.ABC):
         """Entries with ``id > after_id`` in id order (incremental export)."""
 
 
+class RetentionRepository(abc.ABC):
+    """The months of raw messages and events, dropped whole once retention lets them go.
+
+    PostgreSQL keeps each month in partitions of its own and drops them (DETACH, DROP);
+    SQLite records each month's key range and deletes it in bulk, in one transaction. Either
+    way a month is removed as a whole, never row by row as data ages."""
+
+    @abc.abstractmethod
+    def months(self, family: str) -> list[MonthPartition]:
+        """The family's months in key order, with row counts and first/last rows."""
+
+    @abc.abstractmethod
+    def advance(self, now: datetime) -> list[MonthPartition]:
+        """Make ``now``'s month the one new rows go to and close the earlier ones; on
+        PostgreSQL also create its partitions and the next month's, ahead of time. Returns
+        the months it created (empty when up to date). Use a unit of work of its own: on
+        PostgreSQL it holds the id sequences (new rows wait) until commit."""
+
+    @abc.abstractmethod
+    def open_work(self, family: str, month: date) -> OpenWork:
+        """Unfinished work that still needs the month's rows: pending units of its raw
+        messages, jobs not done for them (or, for events, for its correlations), journals
+        not posted that come from them, open exception items naming them."""
+
+    @abc.abstractmethod
+    def drop(self, family: str, month: date) -> int:
+        """Remove the month as a whole; returns how many rows (raw messages, events) it
+        held. Raises ``StoreError`` if the month is current, ``KeyError`` if unknown. It does
+        not look at open work: the caller checks ``open_work`` in the same unit of work."""
+
+
 # ------------------------------------------------------------------- unit of work, store
 
 
@@ -504,6 +633,7 @@ class UnitOfWork(abc.ABC):
     exceptions: ExceptionRepository
     approvals: ApprovalRepository
     audit: AuditLog
+    retention: RetentionRepository
 
 
 class Store(abc.ABC):
@@ -517,6 +647,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def check_durability(self) -> None:
         """Raise ``ConfigurationError`` unless the settings guarantee durable commits."""
+
+    @abc.abstractmethod
+    def wait_for_work(self, timeout_seconds: float) -> bool:
+        """Wait until work may have arrived, at most ``timeout_seconds``; ``True`` if it may.
+
+        Work arrives when anyone, in this process or another, enqueues a job, puts one back
+        (``retry``, ``defer``) or requeues one, and only once that transaction commits (a
+        rolled-back enqueue wakes nobody). A wake-up means "look again": it may be spurious,
+        and a due time (``run_after``) coming or a lease expiring wakes nobody (wait until
+        ``next_run_after`` / ``next_lease_expiry`` at most). Each thread has its own
+        wake-ups: its first call starts listening and returns ``True`` at once (work may
+        have arrived before it listened); later calls return ``True`` at once if a wake-up
+        came since the previous call returned. Call it outside any unit of work.
+        """
 
     @abc.abstractmethod
     def close(self) -> None: ...

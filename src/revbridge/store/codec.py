@@ -21,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from revbridge.domain.events import SourceRef
-from revbridge.domain.journal import JournalLine
+import msgspec
+
+from revbridge.domain.events import SourceRef, new_source
+from revbridge.domain.journal import JournalLine, new_line
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -32,6 +34,8 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+_FAST_SCALARS = frozenset({str, int, bool, type(None), Decimal})
+_STR = frozenset({str})
 
 
 def _unencodable(value: object) -> object:
@@ -55,15 +59,55 @@ def _make_encoder() -> Callable[[Any], str]:
 
 
 _encode = _make_encoder()
+_fast_encode = msgspec.json.Encoder(decimal_format="string").encode
+_fast_decode = msgspec.json.Decoder().decode
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON text of ``value``; Decimals become strings, floats are refused."""
+    """Compact JSON text of ``value``; Decimals become strings, floats are refused.
+
+    Documents of plain types only (``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
+    ``bool``, ``None``, ``Decimal``), which is what the store writes in bulk, go straight to
+    msgspec's encoder after a check that copies nothing; anything else (other mappings,
+    tuples, enums, floats to refuse) goes through ``plain`` and the standard library. Both
+    paths write the same text for the same value.
+    """
+    if _fast_ok(value):
+        try:
+            return _fast_encode(value).decode()
+        except (TypeError, ValueError):  # e.g. a lone surrogate: the standard path decides
+            pass
     return _encode(plain(value))
 
 
+def _fast_ok(value: Any) -> bool:
+    """Whether ``value`` holds only types the fast encoder writes as ``plain`` would."""
+    kind = type(value)
+    if kind is dict:
+        return _fast_object(value)
+    if kind is list:
+        return _fast_array(value)
+    return kind in _FAST_SCALARS
+
+
+def _fast_object(value: dict[Any, Any]) -> bool:
+    if not _STR.issuperset(map(type, value)):
+        return False
+    return _FAST_SCALARS.issuperset(map(type, value.values())) or all(
+        _fast_ok(item) for item in value.values()
+    )
+
+
+def _fast_array(value: list[Any]) -> bool:
+    return _FAST_SCALARS.issuperset(map(type, value)) or all(_fast_ok(item) for item in value)
+
+
 def from_json(text: str) -> Any:
-    return json.loads(text)
+    """The value of a JSON text (numbers exactly: integers of any size stay integers)."""
+    try:
+        return _fast_decode(text)
+    except msgspec.DecodeError:  # what msgspec refuses, e.g. an escaped lone surrogate
+        return json.loads(text)
 
 
 def plain(value: Any) -> Any:
@@ -137,17 +181,13 @@ def optional_datetime(value: int | None) -> datetime | None:
 
 
 def source_to_json(source: SourceRef) -> str:
-    return _encode(source.as_dict())  # typed fields only: nothing to convert
+    return to_json(source.as_dict())
 
 
 def source_from_json(text: str) -> SourceRef:
     value = json_object(text)
-    return SourceRef(
-        channel=value["channel"],
-        raw_id=value["raw_id"],
-        unit_id=value["unit_id"],
-        segment=value.get("segment"),
-        path=value.get("path"),
+    return new_source(
+        value["channel"], value["raw_id"], value["unit_id"], value.get("segment"), value.get("path")
     )
 
 
@@ -188,3 +228,94 @@ def line_from_values(values: Sequence[str]) -> JournalLine:
         dimensions=string_map(dimensions),
         source=string_map(source),
     )
+
+
+# ---------------------------------------------------------------- many rows at once
+
+
+class Reading:
+    """One read of many rows: each distinct stored string map (event keys, line dimensions
+    and sources) and each instant is decoded once, then shared by the rows that repeat it.
+
+    Shared values are read-only, as the events and journal lines holding them are: a claim's
+    adjustments repeat its keys, a journal's lines repeat a few dimension sets, and the two
+    lines of a posting pair share their source.
+    """
+
+    __slots__ = ("_amounts", "_instants", "_maps")
+
+    def __init__(self) -> None:
+        self._maps: dict[str, dict[str, str]] = {}
+        self._instants: dict[int, datetime] = {}
+        self._amounts: dict[str, Decimal] = {}
+
+    def string_map(self, text: str) -> dict[str, str]:
+        found = self._maps.get(text)
+        if found is None:
+            found = self._maps[text] = string_map(text)
+        return found
+
+    def instant(self, micros: int) -> datetime:
+        found = self._instants.get(micros)
+        if found is None:
+            found = self._instants[micros] = from_micros(micros)
+        return found
+
+    def amount(self, text: str) -> Decimal:
+        found = self._amounts.get(text)
+        if found is None:
+            found = self._amounts[text] = Decimal(text)
+        return found
+
+    def line(self, values: Sequence[str]) -> JournalLine:
+        """``line_from_values``, sharing repeated dimensions, sources and amounts."""
+        account, debit, credit, description, dimensions, source = values
+        return new_line(
+            account,
+            self.amount(debit),
+            self.amount(credit),
+            description,
+            self.string_map(dimensions),
+            self.string_map(source),
+        )
+
+
+class Writing:
+    """One write of many rows: a document several rows hold (the very same object, as the
+    lines of a journal share dimensions and a posting pair shares its source) is encoded
+    once. Only for the duration of one write, while nothing changes the documents."""
+
+    __slots__ = ("_micros", "_texts")
+
+    def __init__(self) -> None:
+        # id -> (the document, kept alive so that its id cannot be reused; its text)
+        self._texts: dict[int, tuple[object, str]] = {}
+        self._micros: dict[int, tuple[datetime, int]] = {}
+
+    def micros(self, value: datetime) -> int:
+        """``to_micros``, once per datetime object (the events of a batch share theirs)."""
+        found = self._micros.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        micros = to_micros(value)
+        self._micros[id(value)] = (value, micros)
+        return micros
+
+    def to_json(self, value: Any) -> str:
+        found = self._texts.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        text = to_json(value)
+        self._texts[id(value)] = (value, text)
+        return text
+
+    def line_values(self, line: JournalLine) -> tuple[str, str, str, str, str, str]:
+        """``line_values``, encoding shared dimensions and sources once."""
+        return (
+            line.account,
+            amount_to_text(line.debit),
+            amount_to_text(line.credit),
+            line.description,
+            self.to_json(line.dimensions),
+            self.to_json(line.source),
+        )

@@ -39,6 +39,11 @@ Choices, and why:
   waits; on failure the candidate is passed over) and checks the rule again in a fresh
   statement. With the exclusive lock held no enqueue of the key is in flight, so every lower
   id of the key is visible to that check; later enqueues get higher ids.
+- **Wake-ups** (``wait_for_work``): ``enqueue``, ``retry``, ``defer`` and ``requeue`` send
+  ``NOTIFY revbridge_work`` in their own transaction, so the server delivers the wake-up at
+  commit and never for a rollback (and sends one per transaction, however many jobs it
+  enqueued). A waiting thread ``LISTEN``s on a connection of its own, outside the pool,
+  and blocks on its socket: no query runs while a worker is idle.
 - **Raw bytes** are ``bytea`` parts of at most ``raw_part_size`` bytes (1 MiB by default:
   a bound parameter is sent whole, so the part size bounds the memory a write needs). Reads
   use ``substring`` on the parts they overlap and binary results (no hex decoding).
@@ -49,6 +54,9 @@ Choices, and why:
   the primary still flushes its WAL before acknowledging, and the standby has the WAL in its
   operating system; losing a commit then needs the primary's disk and the standby's
   operating system to fail together.
+- **Partitions** (retention, DESIGN.md §6): raw messages and events live in monthly range
+  partitions of their id / position (``migrations/postgres/0003_partitions.sql``); the
+  repository that advances and drops months is ``postgres_retention.py``.
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg.types.string import TextLoader
 
-from revbridge.domain.events import Event, utcnow
+from revbridge.domain.events import Event, new_event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
@@ -104,7 +112,9 @@ from revbridge.store.base import (
     UnitOfWork,
     UnitRepository,
     UnitStatus,
+    new_stored_event,
 )
+from revbridge.store.postgres_retention import PostgresRetention
 
 SPEC = ComponentSpec(
     "store",
@@ -129,7 +139,7 @@ SPEC = ComponentSpec(
     ),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code expects (the highest migration shipped with it)."""
 
 STREAM_CHUNK = 1 << 20
@@ -153,6 +163,9 @@ _UNFINISHED = (JobStatus.READY, JobStatus.LEASED, JobStatus.PARKED)
 # lock and the per-key job locks; one-bigint keys (objsubid = 1) for cursor horizons.
 _LOCK_CLASS_MIGRATIONS = 0x52420001
 _LOCK_CLASS_JOB_KEYS = 0x52420002
+
+WORK_CHANNEL = "revbridge_work"
+"""The ``LISTEN``/``NOTIFY`` channel of wake-ups (one per database: NOTIFY stays in it)."""
 _CURSOR_SHIFT = 56
 _CURSOR_MASK = (1 << _CURSOR_SHIFT) - 1
 
@@ -264,6 +277,7 @@ class _Tx:
         self.active = True
         self._cursors: set[int] = set()
         self._keys: set[int] = set()
+        self._woke = False
 
     @property
     def conn(self) -> Connection:
@@ -348,6 +362,14 @@ class _Tx:
         if row is None or row[0] is None:
             return last
         return min(last, int(row[0]) - 1)
+
+    def wake_workers(self) -> None:
+        """Wake the waiting workers once this transaction commits (once per transaction).
+
+        Never call this inside ``guarded``: a rolled-back savepoint drops the NOTIFY."""
+        if not self._woke:
+            self.conn.execute(f"NOTIFY {WORK_CHANNEL}")
+            self._woke = True
 
     def hold_job_key(self, key: str) -> None:
         """Before enqueueing for ``key``: say so until commit (shared, never waits long)."""
@@ -651,7 +673,7 @@ _INSERT_EVENT = (
 )
 
 
-def _event_row(event: Event) -> Row:
+def _event_row(event: Event, writing: codec.Writing) -> Row:
     """The columns after ``position``; encoding problems raise before anything is sent."""
     return (
         event.id,
@@ -661,7 +683,7 @@ def _event_row(event: Event) -> Row:
         _utc(event.recorded_at),
         event.entity,
         event.facility,
-        codec.to_json(event.keys),
+        writing.to_json(event.keys),
         event.correlation_id,
         event.causation_id,
         codec.source_to_json(event.source),
@@ -669,22 +691,22 @@ def _event_row(event: Event) -> Row:
     )
 
 
-def _stored_event_from_row(row: Row) -> StoredEvent:
-    event = Event(
-        id=row[1],
-        type=row[2],
-        schema_version=row[3],
-        occurred_at=row[4],
-        recorded_at=row[5],
-        entity=row[6],
-        facility=row[7],
-        keys=codec.string_map(row[8]),
-        correlation_id=row[9],
-        causation_id=row[10],
-        source=codec.source_from_json(row[11]),
-        data=codec.json_object(row[12]),
+def _stored_event_from_row(row: Row, reading: codec.Reading) -> StoredEvent:
+    event = new_event(  # Event(...) with every field, in order
+        row[1],  # id
+        row[2],  # type
+        row[3],  # schema_version
+        row[4],  # occurred_at
+        row[5],  # recorded_at
+        row[6],  # entity
+        row[7],  # facility
+        reading.string_map(row[8]),  # keys
+        row[9],  # correlation_id
+        row[10],  # causation_id
+        codec.source_from_json(row[11]),
+        codec.json_object(row[12]),  # data
     )
-    return StoredEvent(position=row[0], event=event)
+    return new_stored_event(row[0], event)
 
 
 class PostgresEventLog(EventLog):
@@ -694,7 +716,8 @@ class PostgresEventLog(EventLog):
     def append(self, events: Sequence[Event]) -> list[int]:
         if not events:
             return []
-        rows = [_event_row(event) for event in events]
+        writing = codec.Writing()
+        rows = [_event_row(event, writing) for event in events]
         self._tx.hold_cursor(_EVENTS)
         with self._tx.guarded():
             positions = self._allocate(len(rows))
@@ -739,7 +762,8 @@ class PostgresEventLog(EventLog):
 
     def _select(self, clause: str, params: Sequence[Any]) -> list[StoredEvent]:
         rows = self._tx.all(f"SELECT {_EVENT_COLUMNS} FROM events {clause}", params)
-        return [_stored_event_from_row(row) for row in rows]
+        reading = codec.Reading()
+        return [_stored_event_from_row(row, reading) for row in rows]
 
 
 # -------------------------------------------------------------------------------- jobs
@@ -768,6 +792,11 @@ def _job_from_row(row: Row) -> Job:
 
 # The oldest runnable job: ready and due, or leased with an expired lease, whose key has no
 # earlier unfinished job; rows other claimers hold are skipped, the one found is locked.
+# OFFSET 0 keeps the per-key test a subquery run per candidate, an index probe of
+# jobs_key_id (key, id). Without it the planner may turn NOT EXISTS into an anti-join, and
+# with the statistics of a young table (a burst of jobs before autovacuum analyzed it) it
+# chose a nested loop that read every unfinished job for every candidate: O(backlog²) per
+# claim, 20 ms at 200 jobs, the bulk of a worker's time (bench/bench_workers.py).
 _CLAIM_CANDIDATE = """
 SELECT j.id, j.key FROM jobs AS j
 WHERE ((j.status = 'ready' AND j.run_after <= %(now)s)
@@ -775,7 +804,8 @@ WHERE ((j.status = 'ready' AND j.run_after <= %(now)s)
   {filters}
   AND NOT EXISTS (
       SELECT 1 FROM jobs AS e
-      WHERE e.key = j.key AND e.id < j.id AND e.status IN ('ready', 'leased', 'parked'))
+      WHERE e.key = j.key AND e.id < j.id AND e.status IN ('ready', 'leased', 'parked')
+      OFFSET 0)
 ORDER BY j.run_after, j.id
 LIMIT 1
 FOR UPDATE OF j SKIP LOCKED
@@ -817,7 +847,19 @@ class PostgresJobQueue(JobQueue):
         )
         if row is None:  # pragma: no cover - INSERT ... RETURNING returns the row
             raise StoreError("insert returned no row")
+        self._tx.wake_workers()
         return int(row[0])
+
+    def enqueue_once(self, kind: str, key: str, payload: Mapping[str, Any]) -> int:
+        # The shared key lock first: from now until this transaction ends no claim of
+        # ``key`` can settle (settle_job_key fails), and one that settled before has
+        # committed by the time the lock is granted, so "ready" below stays unclaimed.
+        self._tx.hold_job_key(key)
+        row = self._tx.one(
+            "SELECT id FROM jobs WHERE key = %s AND kind = %s AND status = %s ORDER BY id LIMIT 1",
+            (key, kind, JobStatus.READY),
+        )
+        return int(row[0]) if row is not None else self.enqueue(kind, key, payload)
 
     def claim(
         self, owner: str, now: datetime, lease_seconds: float, kinds: Sequence[str] | None = None
@@ -880,6 +922,7 @@ class PostgresJobQueue(JobQueue):
         )
         if changed == 0:
             raise StoreError(f"job {job_id} is {self.get(job_id).status}, not parked")
+        self._tx.wake_workers()
 
     def all(self, status: str | None = None, limit: int = 1000) -> list[Job]:
         where, params = ("", [limit]) if status is None else ("WHERE status = %s", [status, limit])
@@ -909,6 +952,8 @@ class PostgresJobQueue(JobQueue):
                 f"job {job_id}: fence {fence} no longer holds the lease"
                 f" (status {current.status}, fence {current.fence})"
             )
+        if status == JobStatus.READY:  # put back (retry, defer): it is work again
+            self._tx.wake_workers()
 
     def get(self, job_id: int) -> Job:
         row = self._tx.one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
@@ -925,6 +970,12 @@ class PostgresJobQueue(JobQueue):
         row = self._tx.one("SELECT min(run_after) FROM jobs WHERE status = %s", (JobStatus.READY,))
         return None if row is None else _optional_utc(row[0])
 
+    def next_lease_expiry(self) -> datetime | None:
+        row = self._tx.one(
+            "SELECT min(lease_expires_at) FROM jobs WHERE status = %s", (JobStatus.LEASED,)
+        )
+        return None if row is None else _optional_utc(row[0])
+
 
 # ---------------------------------------------------------------------------- journals
 
@@ -935,7 +986,7 @@ _JOURNAL_COLUMNS = (
 _LINE_COLUMNS = "journal_key, account, debit, credit, description, dimensions, source"
 
 
-def _journal_record(row: Row, lines: list[Row]) -> JournalRecord:
+def _journal_record(row: Row, lines: list[Row], reading: codec.Reading) -> JournalRecord:
     journal_date: date = row[2]
     journal = Journal(
         key=row[0],
@@ -945,7 +996,7 @@ def _journal_record(row: Row, lines: list[Row]) -> JournalRecord:
         kind=row[4],
         currency=row[5],
         rule_version=row[6],
-        lines=tuple(codec.line_from_values(line[1:]) for line in lines),
+        lines=tuple(reading.line(line[1:]) for line in lines),
     )
     return JournalRecord(
         journal=journal,
@@ -964,8 +1015,9 @@ class PostgresJournalRepository(JournalRepository):
         self._tx = tx
 
     def add(self, journal: Journal, *, target: str, unit_id: int | None) -> bool:
+        writing = codec.Writing()
         lines = [
-            (journal.key, number, *codec.line_values(line))
+            (journal.key, number, *writing.line_values(line))
             for number, line in enumerate(journal.lines, start=1)
         ]
         refs = dict.fromkeys(value for line in journal.lines for value in line.source.values())
@@ -1026,7 +1078,8 @@ class PostgresJournalRepository(JournalRepository):
         by_key: dict[str, list[Row]] = {}
         for line in lines:
             by_key.setdefault(line[0], []).append(line)
-        return [_journal_record(row, by_key.get(row[0], [])) for row in rows]
+        reading = codec.Reading()
+        return [_journal_record(row, by_key.get(row[0], []), reading) for row in rows]
 
     def mark_posted(self, key: str, document_id: str, at: datetime) -> None:
         changed = self._tx.run(
@@ -1393,6 +1446,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.exceptions = PostgresExceptionRepository(tx)
         self.approvals = PostgresApprovalRepository(tx)
         self.audit = PostgresAuditLog(tx)
+        self.retention = PostgresRetention(tx)
 
 
 # ------------------------------------------------------------------------- migrations
@@ -1504,6 +1558,15 @@ class _Pool:
 # ------------------------------------------------------------------------------- store
 
 
+def _notified(listener: Connection, timeout: float) -> bool:
+    """Whether a wake-up arrives within ``timeout`` seconds; drains the ones that came."""
+    woke = any(True for _ in listener.notifies(timeout=timeout, stop_after=1))
+    if woke:
+        for _ in listener.notifies(timeout=0):
+            pass
+    return woke
+
+
 class PostgresStore(Store):
     """The shared store. Creating one does no I/O; connections are made when first needed,
     and every new connection is checked for durable settings before it is used."""
@@ -1526,6 +1589,8 @@ class PostgresStore(Store):
         self._raw_part_size = raw_part_size
         self._local = threading.local()
         self._pool = _Pool(self._connect, pool_size, wait_seconds=POOL_WAIT_SECONDS)
+        self._listeners: list[Connection] = []  # one per waiting thread (wait_for_work)
+        self._listeners_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -1612,5 +1677,39 @@ class PostgresStore(Store):
             settings = _server_settings(conn)
         require_durable(settings, self.location)
 
+    def wait_for_work(self, timeout_seconds: float) -> bool:
+        listener: Connection | None = getattr(self._local, "listener", None)
+        if listener is None or listener.closed:
+            self._local.listener = self._listen()
+            return True
+        try:
+            return _notified(listener, max(timeout_seconds, 0.0))
+        except psycopg.OperationalError:
+            listener.close()  # the server went away: the next call listens again
+            return True
+
+    def _listen(self) -> Connection:
+        """A connection of this thread's own (not the pool's) that listens for wake-ups."""
+        if self._pool.closed:
+            raise StoreError(f"store {self.location} is closed")
+        try:
+            conn = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                connect_timeout=self._connect_timeout,
+                application_name="revbridge-listen",
+            )
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to {self.location}: {exc}") from exc
+        conn.execute(f"LISTEN {WORK_CHANNEL}")
+        with self._listeners_lock:
+            self._listeners = [c for c in self._listeners if not c.closed]
+            self._listeners.append(conn)
+        return conn
+
     def close(self) -> None:
         self._pool.close()
+        with self._listeners_lock:
+            listeners, self._listeners = self._listeners, []
+        for conn in listeners:
+            conn.close()

@@ -13,6 +13,13 @@ Contract details this backend fixes for every backend (the contract suite checks
   same natural key and bytes, a repeated event id) raises ``StoreError``;
 - raw bytes are checked against the given ``sha256`` while they are streamed in;
 - repositories work only inside their unit of work (``StoreError`` afterwards).
+
+Wake-ups (``wait_for_work``): SQLite has no notifications, so a waiting thread polls, every
+``WAKE_POLL_SECONDS``, ``PRAGMA data_version`` on a connection of the store's own that
+does nothing else: it changes when any other connection, in this process or another,
+commits to the file (a rollback changes nothing). That is wider than "a job was enqueued"
+(any commit wakes the waiters, who look again and find nothing), but it is cheap: the
+pragma reads the WAL index in shared memory, takes no lock and touches no table.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import hashlib
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from revbridge.domain.events import Event, utcnow
+from revbridge.domain.events import Event, new_event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
@@ -64,7 +72,9 @@ from revbridge.store.base import (
     UnitOfWork,
     UnitRepository,
     UnitStatus,
+    new_stored_event,
 )
+from revbridge.store.sqlite_retention import SQLiteRetention
 
 SPEC = ComponentSpec(
     "store",
@@ -73,7 +83,7 @@ SPEC = ComponentSpec(
     (Field("path", "path", "The database file (created if missing).", example="revbridge.db"),),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code expects (the highest migration shipped with it)."""
 
 STREAM_CHUNK = 1 << 20
@@ -81,6 +91,9 @@ STREAM_CHUNK = 1 << 20
 
 DEFAULT_RAW_PART_SIZE = 64 << 20
 """Raw messages are stored as parts of at most this many bytes (SQLite values max at ~1e9)."""
+
+WAKE_POLL_SECONDS = 0.05
+"""How often a thread waiting for work looks whether another connection committed."""
 
 _SYNCHRONOUS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 _JOURNAL_MODES = frozenset({"WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF"})
@@ -137,8 +150,11 @@ class _Tx:
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"refused by the store: {exc}") from exc
 
-    def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], per_statement: int) -> None:
-        """``head`` (``INSERT INTO t (a, b) VALUES``) for many rows, several per statement.
+    def insert_rows(
+        self, head: str, rows: Sequence[Sequence[Any]], per_statement: int, tail: str = ""
+    ) -> None:
+        """``head`` (``INSERT INTO t (a, b) VALUES``) for many rows, several per statement,
+        each statement ending with ``tail`` (e.g. ``ON CONFLICT DO NOTHING``).
 
         Multi-row statements cost far less per row than ``executemany`` of one-row ones.
         """
@@ -150,7 +166,7 @@ class _Tx:
         group = "(" + ", ".join("?" * width) + ")"
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
-            sql = f"{head} {', '.join([group] * len(chunk))}"
+            sql = f"{head} {', '.join([group] * len(chunk))}{tail}"
             params = [value for row in chunk for value in row]
             try:
                 self.conn.execute(sql, params)
@@ -431,16 +447,16 @@ _INSERT_EVENT_KEYS = "INSERT INTO event_keys (value, position) VALUES"
 _EVENTS_PER_STATEMENT = 200
 
 
-def _event_row(event: Event) -> Row:
+def _event_row(event: Event, writing: codec.Writing) -> Row:
     return (
         event.id,
         event.type,
         event.schema_version,
-        codec.to_micros(event.occurred_at),
-        codec.to_micros(event.recorded_at),
+        writing.micros(event.occurred_at),
+        writing.micros(event.recorded_at),
         event.entity,
         event.facility,
-        codec.to_json(event.keys),
+        writing.to_json(event.keys),
         event.correlation_id,
         event.causation_id,
         codec.source_to_json(event.source),
@@ -448,22 +464,22 @@ def _event_row(event: Event) -> Row:
     )
 
 
-def _stored_event_from_row(row: Row) -> StoredEvent:
-    event = Event(
-        id=row[1],
-        type=row[2],
-        schema_version=row[3],
-        occurred_at=codec.from_micros(row[4]),
-        recorded_at=codec.from_micros(row[5]),
-        entity=row[6],
-        facility=row[7],
-        keys=codec.string_map(row[8]),
-        correlation_id=row[9],
-        causation_id=row[10],
-        source=codec.source_from_json(row[11]),
-        data=codec.json_object(row[12]),
+def _stored_event_from_row(row: Row, reading: codec.Reading) -> StoredEvent:
+    event = new_event(  # Event(...) with every field, in order
+        row[1],  # id
+        row[2],  # type
+        row[3],  # schema_version
+        reading.instant(row[4]),  # occurred_at
+        reading.instant(row[5]),  # recorded_at
+        row[6],  # entity
+        row[7],  # facility
+        reading.string_map(row[8]),  # keys
+        row[9],  # correlation_id
+        row[10],  # causation_id
+        codec.source_from_json(row[11]),
+        codec.json_object(row[12]),  # data
     )
-    return StoredEvent(position=row[0], event=event)
+    return new_stored_event(row[0], event)
 
 
 class SQLiteEventLog(EventLog):
@@ -473,14 +489,11 @@ class SQLiteEventLog(EventLog):
     def append(self, events: Sequence[Event]) -> list[int]:
         if not events:
             return []
-        rows = [_event_row(event) for event in events]
+        writing = codec.Writing()
+        rows = [_event_row(event, writing) for event in events]
         self._tx.insert_rows(_INSERT_EVENTS, rows, _EVENTS_PER_STATEMENT)
         positions = self._positions(len(rows))
-        key_rows = [
-            (value, position)
-            for event, position in zip(events, positions, strict=True)
-            for value in dict.fromkeys(event.keys.values())
-        ]
+        key_rows = _run_starts(events, positions)
         self._tx.insert_rows(_INSERT_EVENT_KEYS, key_rows, 4 * _EVENTS_PER_STATEMENT)
         return positions
 
@@ -495,10 +508,37 @@ class SQLiteEventLog(EventLog):
         return self._select("WHERE correlation_id = ? ORDER BY position", (correlation_id,))
 
     def by_key(self, value: str) -> list[StoredEvent]:
-        return self._select(
-            "WHERE position IN (SELECT position FROM event_keys WHERE value = ?) ORDER BY position",
-            (value,),
+        """The events of every run that ``event_keys`` names (see ``_run_starts``)."""
+        starts = self._tx.all(
+            "SELECT position FROM event_keys WHERE value = ? ORDER BY position", (value,)
         )
+        reading = codec.Reading()
+        found: list[StoredEvent] = []
+        end = 0
+        for (start,) in starts:
+            if start > end:  # not inside the run just followed
+                end = self._run_end(start, value, reading)
+                found += self._select(
+                    "WHERE position BETWEEN ? AND ? ORDER BY position", (start, end), reading
+                )
+        return found
+
+    def _run_end(self, start: int, value: str, reading: codec.Reading) -> int:
+        """The last position of the run of consecutive events holding ``value`` that begins
+        at ``start`` (``start - 1`` if that event is gone)."""
+        end, batch = start - 1, 64
+        while True:
+            rows = self._tx.all(
+                "SELECT position, keys FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (end, batch),
+            )
+            for position, keys in rows:
+                if position != end + 1 or value not in reading.string_map(keys).values():
+                    return end
+                end = position
+            if len(rows) < batch:
+                return end
+            batch = min(batch * 4, 4096)
 
     def read_from(self, after_position: int, limit: int = 1000) -> list[StoredEvent]:
         return self._select(
@@ -508,9 +548,34 @@ class SQLiteEventLog(EventLog):
     def count(self) -> int:
         return _count(self._tx, "SELECT COUNT(*) FROM events")
 
-    def _select(self, clause: str, params: Sequence[Any]) -> list[StoredEvent]:
+    def _select(
+        self, clause: str, params: Sequence[Any], reading: codec.Reading | None = None
+    ) -> list[StoredEvent]:
         rows = self._tx.all(f"SELECT {_EVENT_COLUMNS} FROM events {clause}", params)
-        return [_stored_event_from_row(row) for row in rows]
+        reading = reading or codec.Reading()
+        return [_stored_event_from_row(row, reading) for row in rows]
+
+
+def _run_starts(events: Sequence[Event], positions: Sequence[int]) -> list[Row]:
+    """The ``event_keys`` rows of one append: (value, position) where a run of consecutive
+    events holding ``value`` among their keys starts.
+
+    An append's events have consecutive positions, and most of them repeat the keys of the
+    one before (every event of a remittance names its payment, a claim's adjustments name
+    the claim), so indexing where each run starts, rather than every event, makes a few
+    rows per claim instead of a few per event. ``by_key`` follows each run forward while
+    the events still hold the value; that finds exactly the events holding it, since one
+    that is not where a run starts follows an event of the same append holding it.
+    """
+    rows: list[Row] = []
+    previous: Mapping[str, str] = {}
+    for event, position in zip(events, positions, strict=True):
+        keys = event.keys
+        if keys is not previous:  # a claim's adjustments share its very keys
+            before = previous.values()
+            rows += [(v, position) for v in dict.fromkeys(keys.values()) if v not in before]
+            previous = keys
+    return rows
 
 
 def _count(tx: _Tx, sql: str, params: Sequence[Any] = ()) -> int:
@@ -566,6 +631,14 @@ class SQLiteJobQueue(JobQueue):
             " created_at) VALUES (?, ?, ?, ?, 0, ?, 0, ?)",
             (kind, key, codec.to_json(payload), JobStatus.READY, due, created_at),
         )
+
+    def enqueue_once(self, kind: str, key: str, payload: Mapping[str, Any]) -> int:
+        # One writer at a time: no claim runs between this look and the commit.
+        row = self._tx.one(
+            "SELECT id FROM jobs WHERE key = ? AND kind = ? AND status = ? ORDER BY id LIMIT 1",
+            (key, kind, JobStatus.READY),
+        )
+        return int(row[0]) if row is not None else self.enqueue(kind, key, payload)
 
     def claim(
         self, owner: str, now: datetime, lease_seconds: float, kinds: Sequence[str] | None = None
@@ -667,6 +740,12 @@ class SQLiteJobQueue(JobQueue):
         row = self._tx.one("SELECT MIN(run_after) FROM jobs WHERE status = ?", (JobStatus.READY,))
         return None if row is None else codec.optional_datetime(row[0])
 
+    def next_lease_expiry(self) -> datetime | None:
+        row = self._tx.one(
+            "SELECT MIN(lease_expires_at) FROM jobs WHERE status = ?", (JobStatus.LEASED,)
+        )
+        return None if row is None else codec.optional_datetime(row[0])
+
 
 # ---------------------------------------------------------------------------- journals
 
@@ -675,9 +754,10 @@ _JOURNAL_COLUMNS = (
     " erp_document_id, created_at, posted_at, last_error"
 )
 _LINE_COLUMNS = "journal_key, account, debit, credit, description, dimensions, source"
+_LINES_PER_STATEMENT = 200
 
 
-def _journal_record(row: Row, lines: list[Row]) -> JournalRecord:
+def _journal_record(row: Row, lines: list[Row], reading: codec.Reading) -> JournalRecord:
     journal = Journal(
         key=row[0],
         entity=row[1],
@@ -686,7 +766,7 @@ def _journal_record(row: Row, lines: list[Row]) -> JournalRecord:
         kind=row[4],
         currency=row[5],
         rule_version=row[6],
-        lines=tuple(codec.line_from_values(line[1:]) for line in lines),
+        lines=tuple(reading.line(line[1:]) for line in lines),
     )
     return JournalRecord(
         journal=journal,
@@ -731,19 +811,23 @@ class SQLiteJournalRepository(JournalRepository):
         return True
 
     def _add_lines(self, journal: Journal) -> None:
-        self._tx.many(
+        writing = codec.Writing()
+        self._tx.insert_rows(
             "INSERT INTO journal_lines (journal_key, line_no, account, debit, credit,"
-            " description, dimensions, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " description, dimensions, source) VALUES",
             [
-                (journal.key, number, *codec.line_values(line))
+                (journal.key, number, *writing.line_values(line))
                 for number, line in enumerate(journal.lines, start=1)
             ],
+            _LINES_PER_STATEMENT,
         )
-        values = dict.fromkeys(value for line in journal.lines for value in line.source.values())
-        self._tx.many(
-            "INSERT INTO journal_line_refs (value, journal_key) VALUES (?, ?)"
-            " ON CONFLICT DO NOTHING",
+        sources = {id(line.source): line.source for line in journal.lines}  # pairs share one
+        values = dict.fromkeys(value for source in sources.values() for value in source.values())
+        self._tx.insert_rows(
+            "INSERT INTO journal_line_refs (value, journal_key) VALUES",
             [(value, journal.key) for value in values],
+            4 * _LINES_PER_STATEMENT,
+            " ON CONFLICT DO NOTHING",
         )
 
     def get(self, key: str) -> JournalRecord | None:
@@ -768,7 +852,8 @@ class SQLiteJournalRepository(JournalRepository):
         by_key: dict[str, list[Row]] = {}
         for line in lines:
             by_key.setdefault(line[0], []).append(line)
-        return [_journal_record(row, by_key.get(row[0], [])) for row in rows]
+        reading = codec.Reading()
+        return [_journal_record(row, by_key.get(row[0], []), reading) for row in rows]
 
     def mark_posted(self, key: str, document_id: str, at: datetime) -> None:
         changed = self._tx.update(
@@ -1137,6 +1222,7 @@ class SQLiteUnitOfWork(UnitOfWork):
         self.exceptions = SQLiteExceptionRepository(tx)
         self.approvals = SQLiteApprovalRepository(tx)
         self.audit = SQLiteAuditLog(tx)
+        self.retention = SQLiteRetention(tx)
 
 
 # ------------------------------------------------------------------------- migrations
@@ -1218,6 +1304,9 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = _connect(
             self.path, int(busy_timeout_ms), synchronous.upper(), journal_mode.upper()
         )
+        self._watcher: sqlite3.Connection | None = None  # wait_for_work's own connection
+        self._watch_lock = threading.Lock()
+        self._waits = threading.local()  # per thread: the data_version it last saw
 
     @classmethod
     def open(cls, path: str | Path, *, busy_timeout_ms: int = 30000) -> SQLiteStore:
@@ -1293,11 +1382,37 @@ class SQLiteStore(Store):
                 f"SQLite synchronous is {name}; revbridge requires FULL", location=self.path
             )
 
+    def wait_for_work(self, timeout_seconds: float) -> bool:
+        seen: int | None = getattr(self._waits, "seen", None)
+        version = self._data_version()
+        deadline = time.monotonic() + max(timeout_seconds, 0.0)
+        while seen is not None and version == seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(WAKE_POLL_SECONDS, left))
+            version = self._data_version()
+        self._waits.seen = version
+        return True
+
+    def _data_version(self) -> int:
+        with self._watch_lock:
+            self._connection()  # refuses a closed store
+            if self._watcher is None:
+                self._watcher = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+            return int(self._watcher.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._watch_lock:
+            if self._watcher is not None:
+                self._watcher.close()
+                self._watcher = None
 
 
 def _connect(path: str, busy_ms: int, synchronous: str, journal_mode: str) -> sqlite3.Connection:

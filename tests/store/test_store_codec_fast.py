@@ -1,0 +1,75 @@
+"""The fast JSON path of the codec writes and reads exactly what the standard library does."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from revbridge.store import codec
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),  # beyond 64 bits too
+    st.text(),  # any code point, control characters and lone surrogates included
+    st.decimals(allow_nan=True, allow_infinity=True),
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.text(), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+def standard(value: Any) -> str:
+    """What the codec wrote before the fast path: plain() then the standard encoder."""
+    return json.dumps(codec.plain(value), ensure_ascii=False, separators=(",", ":"))
+
+
+@given(documents)
+def test_fast_path_writes_what_the_standard_library_writes(value: Any) -> None:
+    assert codec.to_json(value) == standard(value)
+
+
+@given(documents)
+def test_reads_back_what_the_standard_library_reads(value: Any) -> None:
+    text = standard(value)
+    assert codec.from_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, {"b": 2.5}]},
+        [Decimal("1"), 0.1],
+        {"k": {"n": [float("nan")]}},
+    ],
+)
+def test_floats_anywhere_are_refused(value: Any) -> None:
+    with pytest.raises(TypeError):
+        codec.to_json(value)
+
+
+def test_big_integers_round_trip_exactly() -> None:
+    value = {"n": 2**70, "m": -(2**65)}
+    assert codec.from_json(codec.to_json(value)) == value
+
+
+def test_lone_surrogates_take_the_standard_path() -> None:
+    assert codec.to_json({"s": "\ud800"}) == '{"s":"\ud800"}'
+    assert codec.from_json('{"s":"\\ud800"}') == {"s": "\ud800"}
+
+
+def test_str_subclass_keys_are_refused_as_before() -> None:
+    class Name(str):
+        pass
+
+    with pytest.raises(TypeError):
+        codec.to_json({Name("k"): 1})
