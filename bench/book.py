@@ -517,12 +517,12 @@ def git_commit() -> str:
 def markdown(book: Book) -> str:
     m = book.machine
     lines = [
-        f"Run {m['date']}, {m['mode']}, commit {m['commit']}, {m['seconds']} s.",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM; disk {m['disk']}.",
-        f"Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL {m['postgresql']},"
-        f" trytond {m['trytond']}.",
-        f"Load average (1, 5, 15 min) at start {m['load average at start']},"
-        f" at end {m['load average at end']}.",
+        f"- Run: {m['date']}, {m['mode']}, commit {m['commit']}, {m['seconds']} s.",
+        f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} RAM; disk {m['disk']}.",
+        f"- Software: Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL"
+        f" {m['postgresql']}, trytond {m['trytond']}.",
+        f"- Load average (1, 5, 15 min): {m['load average at start']} at start,"
+        f" {m['load average at end']} at end.",
         "",
         table([list(HEADER), *(row.cells() for row in book.rows)]),
     ]

@@ -160,17 +160,6 @@ class Lost(AssertionError):
     """The checker found journals neither posted nor named by an open item."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Lost,
-    reason="src bug (new in handlers.py/sqlite.py: jobs.enqueue_once): the journal job no "
-    "longer enqueues a post job when one is ready, counting on it to pick the new outbox "
-    "items up; but the post job takes only items due by *its* clock (outbox.due(now)) while "
-    "the store stamps items with its own utcnow(). A worker whose clock is behind the "
-    "writer's (another host, an NTP step back) runs the ready post job, finds the newer "
-    "items not yet due, completes, and nothing is left to post them: journals stay "
-    "prepared, no job, no exception item.",
-)
 def test_a_post_job_run_by_a_clock_behind_the_store_leaves_nothing_behind(work: Path) -> None:
     deployment = make_deployment(work / "deploy")
     paths = [WORKED_EXAMPLE, *write_corpus(work / "msgs", seed=52, files=1, resend_every=0)]

@@ -56,7 +56,7 @@ def test_worker_processes_share_a_backlog(
     backend: str, work: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deployment = deployment_on(backend, work / "deploy", request, lease_seconds=60.0)
-    paths = write_corpus(work / "msgs", seed=61, files=scale(10, 60))
+    paths = write_corpus(work / "msgs", seed=61, files=scale(8, 60))
     senders = SenderHistory()
     ingest(deployment, [*paths, *paths[:2]], senders)  # two files delivered twice
     go = work / "go"
@@ -111,7 +111,7 @@ def test_a_killed_worker_hands_its_jobs_over_within_one_lease(
     first = write_corpus(work / "first", seed=62, files=3, resend_every=0)
     ingest_here(deployment, first, senders)
     journals_only(deployment)  # post jobs are waiting: the posting worker takes one first
-    ingest_here(deployment, write_corpus(work / "fresh", seed=63, files=scale(6, 30)), senders)
+    ingest_here(deployment, write_corpus(work / "fresh", seed=63, files=scale(4, 30)), senders)
     marker, go = work / "hanging", work / "go"
     logs = [work / "poster.jsonl", work / "worker-1.jsonl", work / "worker-2.jsonl"]
     erp = ("--erp-db", str(deployment.erp_db))

@@ -45,6 +45,9 @@ STOP_CHECK_SECONDS = 0.25
 IDLE_GRACE_SECONDS = 30.0
 """``--until-idle``: wait for retries that fall due within this long, then exit."""
 
+IDLE_LOOKS, IDLE_SETTLE_SECONDS = 2, 0.05
+"""``--until-idle`` exits after this many idle looks in a row, this far apart."""
+
 _MIN_WAIT_SECONDS = 0.001
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -79,14 +82,21 @@ class WorkLoop:
     wakes: int = field(default=0, init=False)  # wake-ups that ended an idle wait
 
     def run(self) -> RunStats:
+        idle_looks = 0
         while not self.stop.is_set():
             if self.tick is not None:
                 self.tick.run_if_due()
             if self.worker.run_once():
+                idle_looks = 0
                 continue
             wait = self.idle_wait()
             if wait is None:
-                break
+                # Idle twice in a row, a moment apart: a claim of another worker still
+                # in flight (its lease not yet visible) can look like an empty queue.
+                idle_looks += 1
+                if idle_looks >= IDLE_LOOKS:
+                    break
+                wait = IDLE_SETTLE_SECONDS
             self._wait(wait)
         return self.worker.stats
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from revbridge.domain.events import Event, EventType, deterministic_id
@@ -277,6 +277,8 @@ def _post(
 ) -> None:
     with ctx.store.unit_of_work() as uow:
         items = uow.outbox.due(target, ctx.clock.now(), services.post_batch_size)
+        if len(items) < services.post_batch_size:
+            _follow_up(uow, target, items)
         if not items:
             ctx.complete(uow)
             return
@@ -304,6 +306,19 @@ def _post(
     )
 
 
+def _follow_up(uow: UnitOfWork, target: str, taken: Sequence[OutboxItem]) -> None:
+    """Leave a post job for items not yet due by this worker's clock, due when the first of
+    them is. Items are stamped by the clock of the process that made them; one ahead of
+    ours (another host, an NTP step) made items this job cannot take yet, and the journal
+    jobs that made them counted on a ready post job (``enqueue_once``): this one."""
+    upcoming = uow.outbox.due(target, _END_OF_TIME, len(taken) + 1)
+    ids = {item.id for item in taken}
+    later = [item.run_after for item in upcoming if item.id not in ids]
+    if later:
+        uow.jobs.enqueue(POST, target, {"target": target}, run_after=min(later))
+
+
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 _R = TypeVar("_R")
 
 
@@ -400,13 +415,17 @@ def _record(
 ) -> None:
     now = ctx.clock.now()
     with ctx.store.unit_of_work() as uow:
+        posted: list[Event] = []
         for item in items:
             if item.journal_key in outcome.posted:
-                _mark_posted(
-                    uow, item, journals[item.journal_key], outcome.posted[item.journal_key], now
+                posted.append(
+                    _mark_posted(
+                        uow, item, journals[item.journal_key], outcome.posted[item.journal_key], now
+                    )
                 )
             elif item.journal_key in outcome.refused:
                 _mark_refused(uow, item, outcome.refused[item.journal_key])
+        uow.events.append(posted)  # one append for the batch: the posting is in series
         if more:
             uow.jobs.enqueue_once(POST, items[0].target, {"target": items[0].target})
         if complete:
@@ -415,7 +434,8 @@ def _record(
 
 def _mark_posted(
     uow: UnitOfWork, item: OutboxItem, journal: Journal, document_id: str, now: datetime
-) -> None:
+) -> Event:
+    """Record the posting; returns its ``journal.posted`` event for the caller to append."""
     uow.outbox.mark_done(item.id, document_id)
     uow.journals.mark_posted(item.journal_key, document_id, now)
     prepared = next(
@@ -423,15 +443,11 @@ def _mark_posted(
         for s in uow.events.by_key(journal.key)
         if s.event.type == EventType.JOURNAL_PREPARED
     )
-    uow.events.append(
-        [
-            _journal_event(
-                EventType.JOURNAL_POSTED,
-                journal,
-                prepared,
-                {"target": item.target, "erp_document_id": document_id},
-            )
-        ]
+    return _journal_event(
+        EventType.JOURNAL_POSTED,
+        journal,
+        prepared,
+        {"target": item.target, "erp_document_id": document_id},
     )
 
 

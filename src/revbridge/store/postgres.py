@@ -1154,12 +1154,15 @@ class PostgresOutbox(Outbox):
         return [_outbox_from_row(row) for row in rows]
 
     def mark_in_flight(self, item_ids: Sequence[int]) -> None:
-        for item_id in dict.fromkeys(item_ids):
-            changed = self._tx.run(
-                "UPDATE outbox SET status = %s, attempts = attempts + 1 WHERE id = %s",
-                (OutboxStatus.IN_FLIGHT, item_id),
-            )
-            self._tx.must_change(changed, "outbox", "id", item_id)
+        wanted = list(dict.fromkeys(item_ids))  # one statement for the batch
+        rows = self._tx.all(
+            "UPDATE outbox SET status = %s, attempts = attempts + 1 WHERE id = ANY(%s)"
+            " RETURNING id",
+            (OutboxStatus.IN_FLIGHT, wanted),
+        )
+        missing = set(wanted) - {int(row[0]) for row in rows}
+        if missing:
+            raise KeyError(f"outbox: no row with id = {min(missing)!r}")
 
     def mark_done(self, item_id: int, document_id: str) -> None:
         self._set(item_id, "status = %s, document_id = %s", (OutboxStatus.DONE, document_id))
