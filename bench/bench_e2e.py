@@ -20,6 +20,8 @@ Stage figures are claims / time spent in that stage's job handlers; end to end i
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sqlite3
 import sys
 import tempfile
@@ -168,15 +170,21 @@ def sqlite_insert_limit(folder: Path, rows: int, row_bytes: int = 420) -> float:
     return rows / seconds
 
 
+def scratch_dir() -> str | None:
+    """Where the files go (the book's ``REVBRIDGE_BENCH_DIR``; the durable figures are about
+    the disk under it, so not tmpfs); None: the system temp folder."""
+    return os.environ.get("REVBRIDGE_BENCH_DIR") or None
+
+
 def measure(claims: int, runs: int, per_transaction: int = 500) -> dict[str, Any]:
-    """Best of ``runs`` for every figure, all in this process."""
+    """Best of ``runs`` for every figure; each run measures the limits and the pipeline."""
     data = synthetic_835(
         seed=7, claims=claims, claims_per_transaction=per_transaction, payee_npis=PAYEE_NPIS
     )
     best: E2ERun | None = None
     parse_s, insert_rate = float("inf"), 0.0
     for n in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
             folder = Path(tmp)
             (folder / "bench.835").write_bytes(data)
             parse_s = min(parse_s, parse_only(folder / "bench.835"))
@@ -189,43 +197,56 @@ def measure(claims: int, runs: int, per_transaction: int = 500) -> dict[str, Any
 
 
 def e2e_rows(quick: bool) -> list[dict[str, Any]]:
-    """The figures as rows for the benchmark book: what, value, unit, and what it is beside."""
+    """The figures as rows of the benchmark book (``bench/book.py``'s ``Row`` fields): each
+    stage and the whole beside the parse-only limit of the same run."""
     claims, runs = (4_000, 1) if quick else (20_000, 3)
     m = measure(claims, runs)
     run: E2ERun = m["run"]
     parse_rate = claims / m["parse_s"]
-    group = f"end to end, {claims:,} claims, SQLite"
+    what = f"835 -> posted journals, {claims:,} claims, SQLite, unlimited ERP"
+    note = f"best of {runs}; {run.events / claims:.1f} events per claim; {run.posted} journals"
+    parse = {
+        "beside": "raw limit: scan + parse + balance, no store",
+        "beside_figure": parse_rate,
+        "beside_unit": "claims/s",
+        "kind": "limit",
+    }
     rows: list[dict[str, Any]] = [
-        _row(group, "raw limit: scan + parse + balance (no store)", parse_rate, "claims/s", ""),
-        _row(
-            group,
-            "raw limit: SQLite durable batched insert",
-            m["insert_rows_per_s"],
-            "rows/s",
-            f"{run.events / claims:.1f} events per claim",
-        ),
-        _row(group, "ingest (raw bytes + units)", claims / run.ingest_s, "claims/s", ""),
+        {
+            "what": f"{what}: raw limit: scan + parse + balance",
+            "figure": parse_rate,
+            "unit": "claims/s",
+            "note": "no events, no store",
+        },
+        {
+            "what": f"{what}: raw limit: SQLite durable batched insert",
+            "figure": m["insert_rows_per_s"],
+            "unit": "rows/s",
+            "note": "event-sized rows, one transaction",
+        },
+        {
+            "what": f"{what}: ingest (raw bytes + one unit per ST)",
+            "figure": claims / run.ingest_s,
+            "unit": "claims/s",
+        },
     ]
     for stage in STAGES:
-        rate = claims / run.stage_s[stage] if run.stage_s[stage] else float("inf")
-        rows.append(
-            _row(group, f"{stage} jobs", rate, "claims/s", f"{rate / parse_rate:.0%} of parse")
-        )
+        seconds = run.stage_s[stage]
+        rate = claims / seconds if seconds else float("inf")
+        rows.append({"what": f"{what}: {stage} jobs", "figure": rate, "unit": "claims/s", **parse})
     e2e = claims / run.total_s
     rows.append(
-        _row(
-            group,
-            "end to end (ingest + worker until idle)",
-            e2e,
-            "claims/s",
-            f"{e2e / parse_rate:.0%} of parse; goal >= {GOAL_CLAIMS_PER_SECOND:,}",
-        )
+        {
+            "what": f"{what}: end to end (ingest + one worker until idle)",
+            "figure": e2e,
+            "unit": "claims/s",
+            **parse,
+            "goal": f">= {GOAL_CLAIMS_PER_SECOND:,} claims/s",
+            "met": e2e >= GOAL_CLAIMS_PER_SECOND,
+            "note": note,
+        }
     )
     return rows
-
-
-def _row(group: str, name: str, value: float, unit: str, beside: str) -> dict[str, Any]:
-    return {"group": group, "name": name, "value": value, "unit": unit, "beside": beside}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -261,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     lines.append(("worker: claiming jobs, idle checks", worker_other, ""))
     lines.append(("END TO END", run.total_s, f"{claims / run.total_s:>10,.0f} claims/s"))
     for name, seconds, rate in lines:
-        print(f"{name:<38}{seconds:>8.2f} s  {rate}")
+        took = "" if math.isnan(seconds) else f"{seconds:.2f} s"
+        print(f"{name:<38}{took:>10}  {rate}")
     goal = claims / run.total_s >= GOAL_CLAIMS_PER_SECOND
     print(f"goal >= {GOAL_CLAIMS_PER_SECOND:,} claims/s end to end: {'met' if goal else 'NOT met'}")
 

@@ -69,7 +69,17 @@ def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
         raise UnbalancedJournal(f"journal {key}: no lines")
     debit = credit = ZERO
     for number, line in enumerate(lines, start=1):
-        _check_line(key, number, line)
+        # Inline the test for the usual line (exactly one side non-zero, a positive amount in
+        # cents, an account): this runs for every line of every journal built or read.
+        # Anything else goes to _check_line, which says what is wrong.
+        side = line.debit or line.credit
+        if (
+            (not line.debit) == (not line.credit)
+            or side < ZERO
+            or cents(side) != side
+            or not line.account
+        ):
+            _check_line(key, number, line)
         debit += line.debit
         credit += line.credit
     if debit != credit:
@@ -78,9 +88,7 @@ def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
 
 def _check_line(key: str, number: int, line: JournalLine) -> None:
     for side in (line.debit, line.credit):
-        # A zero side is never negative nor finer than a cent: only a non-zero one can be
-        # bad (this check runs for every line of every journal built or read).
-        if side and (side < ZERO or cents(side) != side):
+        if side < 0 or cents(side) != side:
             raise UnbalancedJournal(f"journal {key} line {number}: bad amount {side}")
     if (line.debit == 0) == (line.credit == 0):
         raise UnbalancedJournal(f"journal {key} line {number}: needs exactly one side")

@@ -16,15 +16,16 @@ Rules (every backend follows them, the contract suite checks them):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 import msgspec
 
-from revbridge.domain.events import SourceRef, new_source
+from revbridge.domain.events import SourceRef, new_event, new_source
 from revbridge.domain.journal import JournalLine, new_line
+from revbridge.store.base import StoredEvent, new_stored_event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -72,7 +73,11 @@ def to_json(value: Any) -> str:
     tuples, enums, floats to refuse) goes through ``plain`` and the standard library. Both
     paths write the same text for the same value.
     """
-    if _fast_ok(value):
+    if (  # the usual document, a flat object of scalars, tested here without a call
+        type(value) is dict
+        and _STR.issuperset(map(type, value))
+        and _FAST_SCALARS.issuperset(map(type, value.values()))
+    ) or _fast_ok(value):
         try:
             return _fast_encode(value).decode()
         except (TypeError, ValueError):  # e.g. a lone surrogate: the standard path decides
@@ -180,15 +185,30 @@ def optional_datetime(value: int | None) -> datetime | None:
 # ---------------------------------------------------------------------------- events
 
 
+_SOURCE_TYPES = frozenset({str, int, type(None)})
+_decode_source = msgspec.json.Decoder(SourceRef).decode
+
+
 def source_to_json(source: SourceRef) -> str:
+    """The source as a JSON object, its fields in declaration order (as ``as_dict``)."""
+    fields = (source.channel, source.raw_id, source.unit_id, source.segment, source.path)
+    if _SOURCE_TYPES.issuperset(map(type, fields)):  # as typed: msgspec writes it directly
+        return _fast_encode(source).decode()
     return to_json(source.as_dict())
 
 
 def source_from_json(text: str) -> SourceRef:
-    value = json_object(text)
-    return new_source(
-        value["channel"], value["raw_id"], value["unit_id"], value.get("segment"), value.get("path")
-    )
+    try:
+        return _decode_source(text)  # straight into a SourceRef when the types are as declared
+    except msgspec.DecodeError:  # anything else as it was stored, as before
+        value = json_object(text)
+        return new_source(
+            value["channel"],
+            value["raw_id"],
+            value["unit_id"],
+            value.get("segment"),
+            value.get("path"),
+        )
 
 
 def string_map(text: str) -> dict[str, str]:
@@ -267,17 +287,61 @@ class Reading:
             found = self._amounts[text] = Decimal(text)
         return found
 
-    def line(self, values: Sequence[str]) -> JournalLine:
-        """``line_from_values``, sharing repeated dimensions, sources and amounts."""
-        account, debit, credit, description, dimensions, source = values
-        return new_line(
-            account,
-            self.amount(debit),
-            self.amount(credit),
-            description,
-            self.string_map(dimensions),
-            self.string_map(source),
-        )
+    def events(self, rows: Iterable[Sequence[Any]], *, micros: bool) -> list[StoredEvent]:
+        """Stored events from rows of ``position, id, type, schema_version, occurred_at,
+        recorded_at, entity, facility, keys, correlation_id, causation_id, source, data``;
+        instants as integer microseconds (``micros``) or as datetimes. Written out like
+        ``lines``: this runs for every event read."""
+        maps, instants = self._maps, self._instants
+        built = []
+        for row in rows:
+            position, event_id, kind, version, occurred, recorded, entity, facility = row[:8]
+            keys_text, correlation_id, causation_id, source, data = row[8:]
+            if micros:
+                occurred = instants.get(occurred) or self.instant(occurred)
+                recorded = instants.get(recorded) or self.instant(recorded)
+            keys = maps.get(keys_text)
+            if keys is None:
+                keys = self.string_map(keys_text)
+            event = new_event(
+                event_id,
+                kind,
+                version,
+                occurred,
+                recorded,
+                entity,
+                facility,
+                keys,
+                correlation_id,
+                causation_id,
+                source_from_json(source),
+                json_object(data),
+            )
+            built.append(new_stored_event(position, event))
+        return built
+
+    def lines(self, rows: Iterable[Sequence[Any]]) -> tuple[JournalLine, ...]:
+        """``line_from_values`` of rows (journal key, then ``line_values``' six columns),
+        sharing repeated dimensions, sources and amounts. The lookups are written out: this
+        runs for every line of every journal read."""
+        maps, amounts = self._maps, self._amounts
+        built = []
+        for row in rows:
+            _, account, debit_text, credit_text, description, dimensions_text, source_text = row
+            debit = amounts.get(debit_text)
+            if debit is None:
+                debit = self.amount(debit_text)
+            credit = amounts.get(credit_text)
+            if credit is None:
+                credit = self.amount(credit_text)
+            dimensions = maps.get(dimensions_text)
+            if dimensions is None:
+                dimensions = self.string_map(dimensions_text)
+            source = maps.get(source_text)
+            if source is None:
+                source = self.string_map(source_text)
+            built.append(new_line(account, debit, credit, description, dimensions, source))
+        return tuple(built)
 
 
 class Writing:
@@ -288,26 +352,22 @@ class Writing:
     __slots__ = ("_micros", "_texts")
 
     def __init__(self) -> None:
-        # id -> (the document, kept alive so that its id cannot be reused; its text)
-        self._texts: dict[int, tuple[object, str]] = {}
-        self._micros: dict[int, tuple[datetime, int]] = {}
+        # id -> (the value, kept alive so that its id cannot be reused; its encoding)
+        self._texts: dict[int, tuple[Any, str]] = {}
+        self._micros: dict[int, tuple[Any, int]] = {}
 
     def micros(self, value: datetime) -> int:
         """``to_micros``, once per datetime object (the events of a batch share theirs)."""
         found = self._micros.get(id(value))
-        if found is not None and found[0] is value:
-            return found[1]
-        micros = to_micros(value)
-        self._micros[id(value)] = (value, micros)
-        return micros
+        if found is None or found[0] is not value:
+            found = self._micros[id(value)] = (value, to_micros(value))
+        return found[1]
 
     def to_json(self, value: Any) -> str:
         found = self._texts.get(id(value))
-        if found is not None and found[0] is value:
-            return found[1]
-        text = to_json(value)
-        self._texts[id(value)] = (value, text)
-        return text
+        if found is None or found[0] is not value:
+            found = self._texts[id(value)] = (value, to_json(value))
+        return found[1]
 
     def line_values(self, line: JournalLine) -> tuple[str, str, str, str, str, str]:
         """``line_values``, encoding shared dimensions and sources once."""

@@ -77,7 +77,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg.types.string import TextLoader
 
-from revbridge.domain.events import Event, new_event, utcnow
+from revbridge.domain.events import Event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
@@ -112,7 +112,6 @@ from revbridge.store.base import (
     UnitOfWork,
     UnitRepository,
     UnitStatus,
-    new_stored_event,
 )
 from revbridge.store.postgres_retention import PostgresRetention
 
@@ -691,24 +690,6 @@ def _event_row(event: Event, writing: codec.Writing) -> Row:
     )
 
 
-def _stored_event_from_row(row: Row, reading: codec.Reading) -> StoredEvent:
-    event = new_event(  # Event(...) with every field, in order
-        row[1],  # id
-        row[2],  # type
-        row[3],  # schema_version
-        row[4],  # occurred_at
-        row[5],  # recorded_at
-        row[6],  # entity
-        row[7],  # facility
-        reading.string_map(row[8]),  # keys
-        row[9],  # correlation_id
-        row[10],  # causation_id
-        codec.source_from_json(row[11]),
-        codec.json_object(row[12]),  # data
-    )
-    return new_stored_event(row[0], event)
-
-
 class PostgresEventLog(EventLog):
     def __init__(self, tx: _Tx) -> None:
         self._tx = tx
@@ -763,7 +744,7 @@ class PostgresEventLog(EventLog):
     def _select(self, clause: str, params: Sequence[Any]) -> list[StoredEvent]:
         rows = self._tx.all(f"SELECT {_EVENT_COLUMNS} FROM events {clause}", params)
         reading = codec.Reading()
-        return [_stored_event_from_row(row, reading) for row in rows]
+        return reading.events(rows, micros=False)
 
 
 # -------------------------------------------------------------------------------- jobs
@@ -996,7 +977,7 @@ def _journal_record(row: Row, lines: list[Row], reading: codec.Reading) -> Journ
         kind=row[4],
         currency=row[5],
         rule_version=row[6],
-        lines=tuple(reading.line(line[1:]) for line in lines),
+        lines=reading.lines(lines),
     )
     return JournalRecord(
         journal=journal,

@@ -37,7 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from revbridge.domain.events import Event, new_event, utcnow
+from revbridge.domain.events import Event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
@@ -72,7 +72,6 @@ from revbridge.store.base import (
     UnitOfWork,
     UnitRepository,
     UnitStatus,
-    new_stored_event,
 )
 from revbridge.store.sqlite_retention import SQLiteRetention
 
@@ -443,6 +442,9 @@ _INSERT_EVENTS = (
     "INSERT INTO events (id, type, schema_version, occurred_at, recorded_at, entity, facility,"
     " keys, correlation_id, causation_id, source, data) VALUES"
 )
+# event_keys holds (value, position) where a run of an append's events holding the value
+# starts, not a row per event and key (see _run_starts); databases written before hold a
+# row per event and key, which by_key reads the same way.
 _INSERT_EVENT_KEYS = "INSERT INTO event_keys (value, position) VALUES"
 _EVENTS_PER_STATEMENT = 200
 
@@ -462,24 +464,6 @@ def _event_row(event: Event, writing: codec.Writing) -> Row:
         codec.source_to_json(event.source),
         codec.to_json(event.data),
     )
-
-
-def _stored_event_from_row(row: Row, reading: codec.Reading) -> StoredEvent:
-    event = new_event(  # Event(...) with every field, in order
-        row[1],  # id
-        row[2],  # type
-        row[3],  # schema_version
-        reading.instant(row[4]),  # occurred_at
-        reading.instant(row[5]),  # recorded_at
-        row[6],  # entity
-        row[7],  # facility
-        reading.string_map(row[8]),  # keys
-        row[9],  # correlation_id
-        row[10],  # causation_id
-        codec.source_from_json(row[11]),
-        codec.json_object(row[12]),  # data
-    )
-    return new_stored_event(row[0], event)
 
 
 class SQLiteEventLog(EventLog):
@@ -526,7 +510,7 @@ class SQLiteEventLog(EventLog):
     def _run_end(self, start: int, value: str, reading: codec.Reading) -> int:
         """The last position of the run of consecutive events holding ``value`` that begins
         at ``start`` (``start - 1`` if that event is gone)."""
-        end, batch = start - 1, 64
+        end, batch = start - 1, 16  # most runs are a claim's few events
         while True:
             rows = self._tx.all(
                 "SELECT position, keys FROM events WHERE position > ? ORDER BY position LIMIT ?",
@@ -553,7 +537,7 @@ class SQLiteEventLog(EventLog):
     ) -> list[StoredEvent]:
         rows = self._tx.all(f"SELECT {_EVENT_COLUMNS} FROM events {clause}", params)
         reading = reading or codec.Reading()
-        return [_stored_event_from_row(row, reading) for row in rows]
+        return reading.events(rows, micros=True)
 
 
 def _run_starts(events: Sequence[Event], positions: Sequence[int]) -> list[Row]:
@@ -766,7 +750,7 @@ def _journal_record(row: Row, lines: list[Row], reading: codec.Reading) -> Journ
         kind=row[4],
         currency=row[5],
         rule_version=row[6],
-        lines=tuple(reading.line(line[1:]) for line in lines),
+        lines=reading.lines(lines),
     )
     return JournalRecord(
         journal=journal,
