@@ -26,6 +26,7 @@ from revbridge.ledger.posting_rules import PostingRules, load_posting_rules
 from revbridge.orchestrate.clock import Clock
 from revbridge.sample import write_sample
 from revbridge.store.base import Job, JobStatus
+from tests import clock
 from tests.faults.checker import ERPHistory, Report, SenderHistory, check
 from tests.faults.erp import FaultERP, FaultPlan, Hook
 
@@ -51,27 +52,13 @@ def scratch(prefix: str = "revbridge-faults-") -> Path | None:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=SHM))
 
 
-class FakeClock:
-    """Injected time: ``sleep`` advances it, ``jump`` moves it by hours either way.
-
-    It starts an hour ahead of real time: the store stamps new jobs and outbox items with
-    real time, and a fake clock that fell behind those stamps (real time passes while the
-    fake one does not) would be a clock skew no scenario asked for. Scenarios about skew
+class FakeClock(clock.FakeClock):
+    """Starts an hour ahead of real time (see tests/clock.py): runs here are long enough
+    that a one-second lead would be overtaken. Scenarios about skew
     (``test_clock_jumps.py``) move the clock back on purpose."""
 
     def __init__(self, at: datetime | None = None) -> None:
-        self.at = at or datetime.now(UTC) + timedelta(hours=1)
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += timedelta(seconds=seconds)
-
-    def jump(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
+        super().__init__(at or datetime.now(UTC) + timedelta(hours=1))
 
 
 @dataclass

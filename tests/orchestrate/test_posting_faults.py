@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,8 @@ from revbridge.errors import (
 from revbridge.ingest.x12_files import ingest_file
 from revbridge.orchestrate.worker import Worker
 from revbridge.post.base import JournalSink
+from tests.clock import FakeClock
 from tests.conftest import WORKED_EXAMPLE
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = datetime.now(UTC) + timedelta(seconds=1)  # the store stamps jobs in real time
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += timedelta(seconds=seconds)
 
 
 @dataclass

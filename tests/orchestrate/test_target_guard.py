@@ -6,7 +6,7 @@ Every test runs on a fake clock: no test waits, none depends on wall-clock timin
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -28,17 +28,7 @@ from revbridge.orchestrate.target_guard import (
     TargetGuard,
     TokenBucket,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
+from tests.clock import FakeClock
 
 
 def guard(clock: FakeClock, **policy: float) -> TargetGuard:
@@ -206,7 +196,7 @@ def test_gate_holds_until_the_latest_retry_after() -> None:
 
 
 def test_guard_paces_calls_at_the_configured_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, rate_per_second=20.0, burst=1)
     sent = 0
     for _ in range(10_000):
@@ -221,7 +211,7 @@ def test_guard_paces_calls_at_the_configured_rate() -> None:
 
 
 def test_guard_sends_nothing_before_retry_after_expires() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock)
     assert call(g, ThrottledError("429", target="erp", retry_after=12.0)) == 0
     assert g.admit() == pytest.approx(12.0)
@@ -234,7 +224,7 @@ def test_guard_sends_nothing_before_retry_after_expires() -> None:
 
 
 def test_throttling_without_retry_after_waits_a_default() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock)
     call(g, ThrottledError("429", target="erp"))
     assert g.admit() == pytest.approx(DEFAULT_THROTTLE_SECONDS)
@@ -249,7 +239,7 @@ def test_throttling_without_retry_after_waits_a_default() -> None:
     ],
 )
 def test_failures_open_the_breaker_and_the_guard_waits_for_half_open(error: Exception) -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, breaker_failures=3, breaker_open_seconds=60.0)
     for _ in range(3):
         assert call(g, error) == 0
@@ -266,7 +256,7 @@ def test_failures_open_the_breaker_and_the_guard_waits_for_half_open(error: Exce
 
 
 def test_a_failed_probe_reopens_and_a_long_outage_costs_one_probe_per_cool_down() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, breaker_failures=3, breaker_open_seconds=30.0)
     down = OutageError("refused", target="erp")
     calls = 0
@@ -284,7 +274,7 @@ def test_a_failed_probe_reopens_and_a_long_outage_costs_one_probe_per_cool_down(
 
 
 def test_business_and_throttled_answers_show_the_target_is_up() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, breaker_failures=2)
     call(g, OutageError("refused", target="erp"))
     call(g, BusinessError("period closed", target="erp"))
@@ -296,14 +286,14 @@ def test_business_and_throttled_answers_show_the_target_is_up() -> None:
 
 
 def test_our_own_bug_is_no_verdict_on_the_target() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, breaker_failures=1)
     assert call(g, KeyError("oops")) == 0
     assert g.state is BreakerState.CLOSED
 
 
 def test_in_flight_cap_and_release_give_slots_back() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, max_in_flight=2, rate_per_second=100.0, burst=2)
     assert g.admit() == 0 and g.admit() == 0
     assert g.admit() == BUSY_WAIT_SECONDS
@@ -318,7 +308,7 @@ def test_in_flight_cap_and_release_give_slots_back() -> None:
 
 
 def test_a_job_that_was_let_start_can_finish_and_its_debt_slows_the_next() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, rate_per_second=10.0, burst=1)
     assert g.admit() == 0
     g.record(None)  # the look-up
@@ -329,7 +319,7 @@ def test_a_job_that_was_let_start_can_finish_and_its_debt_slows_the_next() -> No
 
 
 def test_again_stops_when_the_target_said_wait() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, breaker_failures=1)
     assert g.admit() == 0
     g.record(ThrottledError("429", target="erp", retry_after=5.0))
@@ -345,7 +335,7 @@ def test_again_stops_when_the_target_said_wait() -> None:
 
 
 def test_calling_reports_the_outcome_and_reraises() -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2025, 3, 1, 8, 0, tzinfo=UTC))
     g = guard(clock, breaker_failures=1)
     assert g.admit() == 0
     with pytest.raises(OutageError), g.calling():
@@ -362,3 +352,12 @@ def test_policy_refuses_nonsense() -> None:
         GuardPolicy(burst=0)
     with pytest.raises(ValueError):
         GuardPolicy(half_open_probes=0)
+
+
+def test_the_retry_after_gate_is_open_until_asked_and_never_longer_than_asked() -> None:
+    gate = RetryAfterGate()
+    assert gate.wait(-3600.0) == 0  # a clock stepped back before any Retry-After
+    gate.hold(10.0, 5.0)
+    assert gate.wait(12.0) == 3.0
+    assert gate.wait(-3600.0) == 5.0  # stepped back after one: at most what was asked
+    assert gate.wait(15.0) == 0

@@ -25,22 +25,10 @@ from revbridge.store.base import (
     Resolution,
     UnitStatus,
 )
+from tests.clock import FakeClock
 from tests.conftest import WORKED_EXAMPLE
 
 PAYMENT = "1999999999:EFT20250106A"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = datetime.now(UTC) + timedelta(seconds=1)  # the store stamps rows in real time
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += timedelta(seconds=seconds)
 
 
 @dataclass
