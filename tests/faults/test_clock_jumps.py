@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from revbridge.domain.journal import Journal
 from revbridge.orchestrate.handlers import handlers
 from revbridge.orchestrate.worker import Handler, JobContext, Worker
@@ -201,16 +199,6 @@ class Held(AssertionError):
     """Posting was held back although the target never asked for a wait."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Held,
-    reason="src bug (orchestrate/target_guard.py): the guard measures time as seconds since "
-    "its creation on the injected wall clock, and RetryAfterGate starts at until=0.0; when "
-    "the clock steps back (NTP, VM resume) 'now' goes negative and the gate reports a "
-    "Retry-After wait as long as the step, so every post job is deferred (reason 'the "
-    "target's Retry-After has not expired') for as long as the clock went back, though the "
-    "target never sent one. Nothing is lost; posting stops for that long.",
-)
 def test_a_clock_stepped_back_does_not_hold_the_target_back(work: Path) -> None:
     deployment = make_deployment(work / "deploy")
     clock = FakeClock()

@@ -219,16 +219,22 @@ class InFlightCap:
 
 
 class RetryAfterGate:
-    """Closed until the latest ``Retry-After`` the target sent has expired."""
+    """Closed until the latest ``Retry-After`` the target sent has expired.
+
+    Open until the target first sends one; and never closed for longer than it asked,
+    so a clock stepped back (NTP, a resumed VM) cannot stretch a wait."""
 
     def __init__(self) -> None:
-        self.until = 0.0
+        self.until: float | None = None
+        self.asked = 0.0
 
     def hold(self, now: float, seconds: float) -> None:
-        self.until = max(self.until, now + max(seconds, 0.0))
+        seconds = max(seconds, 0.0)
+        if self.until is None or now + seconds > self.until:
+            self.until, self.asked = now + seconds, seconds
 
     def wait(self, now: float) -> float:
-        return max(0.0, self.until - now)
+        return 0.0 if self.until is None else min(max(0.0, self.until - now), self.asked)
 
 
 class TargetGuard:
