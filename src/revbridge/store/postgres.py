@@ -62,13 +62,11 @@ Choices, and why:
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from importlib import resources
 from typing import Any, BinaryIO
 
 import psycopg
@@ -81,7 +79,7 @@ from revbridge.domain.events import Event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
-from revbridge.store import codec
+from revbridge.store import codec, history
 from revbridge.store.base import (
     Approval,
     ApprovalRepository,
@@ -113,6 +111,7 @@ from revbridge.store.base import (
     UnitRepository,
     UnitStatus,
 )
+from revbridge.store.history import Migration
 from revbridge.store.postgres_retention import PostgresRetention
 
 SPEC = ComponentSpec(
@@ -155,7 +154,6 @@ READ_PIECE = 1 << 20
 
 ACCEPTED_SYNCHRONOUS_COMMIT = frozenset({"on", "remote_apply", "remote_write"})
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _UNFINISHED = (JobStatus.READY, JobStatus.LEASED, JobStatus.PARKED)
 
 # Advisory lock keys. Two-int keys (shown with objsubid = 2 in pg_locks) for the migration
@@ -1436,25 +1434,9 @@ class PostgresUnitOfWork(UnitOfWork):
 # ------------------------------------------------------------------------- migrations
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
 def load_migrations() -> list[Migration]:
-    """The PostgreSQL migrations shipped in the package, in version order."""
-    folder = resources.files("revbridge.store").joinpath("migrations").joinpath("postgres")
-    found: list[Migration] = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda migration: migration.version)
-    if [migration.version for migration in found] != list(range(1, len(found) + 1)):
-        raise StoreError(f"migrations are not numbered 1..n: {[m.version for m in found]}")
-    return found
+    """The postgres migrations shipped in the package, in version order."""
+    return history.load_migrations("postgres")
 
 
 _CREATE_MIGRATIONS_TABLE = (

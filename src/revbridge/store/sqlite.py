@@ -25,7 +25,6 @@ pragma reads the WAL index in shared memory, takes no lock and touches no table.
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 import threading
 import time
@@ -33,7 +32,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,7 +39,7 @@ from revbridge.domain.events import Event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
-from revbridge.store import codec
+from revbridge.store import codec, history
 from revbridge.store.base import (
     Approval,
     ApprovalRepository,
@@ -73,6 +71,7 @@ from revbridge.store.base import (
     UnitRepository,
     UnitStatus,
 )
+from revbridge.store.history import Migration
 from revbridge.store.sqlite_retention import SQLiteRetention
 
 SPEC = ComponentSpec(
@@ -96,7 +95,6 @@ WAKE_POLL_SECONDS = 0.05
 
 _SYNCHRONOUS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 _JOURNAL_MODES = frozenset({"WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF"})
-_MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _WAL_SIZE_LIMIT = 64 << 20
 _CACHE_KIB = 32 << 10
 
@@ -1212,25 +1210,9 @@ class SQLiteUnitOfWork(UnitOfWork):
 # ------------------------------------------------------------------------- migrations
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
 def load_migrations() -> list[Migration]:
-    """The SQLite migrations shipped in the package, in version order (reads package files)."""
-    folder = resources.files("revbridge.store").joinpath("migrations").joinpath("sqlite")
-    found: list[Migration] = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda migration: migration.version)
-    if [migration.version for migration in found] != list(range(1, len(found) + 1)):
-        raise StoreError(f"migrations are not numbered 1..n: {[m.version for m in found]}")
-    return found
+    """The sqlite migrations shipped in the package, in version order."""
+    return history.load_migrations("sqlite")
 
 
 def split_statements(script: str) -> list[str]:
