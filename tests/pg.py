@@ -15,10 +15,10 @@ import pytest
 
 from revbridge.store.postgres import PostgresStore
 from tests.store.conftest import (
-    _emptying_script,
     create_database,
     database_dsn,
     drop_database,
+    emptier,
     postgres_admin,
 )
 
@@ -41,15 +41,7 @@ def pg_database(postgres_admin: psycopg.Connection[Any]) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_emptier(pg_database: str) -> Iterator[Callable[[], None]]:
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute("SET lock_timeout = '10s'")
-        script = _emptying_script(conn)
-
-        def empty() -> None:
-            with conn.transaction():
-                conn.execute(script)
-
-        yield empty
+    yield from emptier(pg_database)
 
 
 @pytest.fixture

@@ -174,9 +174,9 @@ def _emptying_script(conn: psycopg.Connection[Any]) -> str:
     return sql.SQL("; ").join(statements).as_string(conn)
 
 
-@pytest.fixture(scope="session")
-def _postgres_emptier(postgres_database: str) -> Iterator[Callable[[], None]]:
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
+def emptier(dsn: str) -> Iterator[Callable[[], None]]:
+    """A function that empties the database at ``dsn`` (one connection, kept open)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '10s'")
         script = _emptying_script(conn)
 
@@ -185,6 +185,11 @@ def _postgres_emptier(postgres_database: str) -> Iterator[Callable[[], None]]:
                 conn.execute(script)
 
         yield empty
+
+
+@pytest.fixture(scope="session")
+def _postgres_emptier(postgres_database: str) -> Iterator[Callable[[], None]]:
+    yield from emptier(postgres_database)
 
 
 @pytest.fixture
