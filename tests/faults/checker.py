@@ -74,6 +74,7 @@ EXCUSES = frozenset(
         "payment_conflict",
         "unknown_payee",
         "erp_rejected",
+        "erp_indeterminate",
         "business_rejection",
         "processing_error",
         "retries_exhausted",

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from revbridge.domain.journal import Journal, JournalLine
+from revbridge.orchestrate.handlers import ERP_INDETERMINATE
 from revbridge.post.gl_file import GLFileSink
 from revbridge.store.base import JobStatus
 from tests.conftest import WORKED_EXAMPLE
@@ -97,23 +98,38 @@ def test_a_worker_paused_after_the_erp_committed_wakes_to_lease_lost(
     assert outcomes.get("absorbed_second_document", 0) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a worker paused past its lease *before* its ERP call commits still "
-    "sends when it wakes; B has already looked the keys up (absent) and posted them, so "
-    "the journals are booked twice in a target that does not refuse a second document "
-    "per key. The fence protects the store only: nothing re-checks the lease, and the "
-    "JournalSink contract (post/base.py) does not require post() to be idempotent by key.",
-)
 def test_a_worker_paused_before_the_erp_committed_does_not_book_twice(
     work: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The same pause against a target that books a second document per key: B finds the
+    keys absent while A's call may still commit, so it sends nothing and opens an
+    ``erp_indeterminate`` item per key. A's late commit is the only document; retrying the
+    items looks the keys up again and records A's documents as posted."""
     deployment, senders, _outcomes = paused_worker(
         work, caplog, pause_at="before_commit", idempotent=False
     )
-    report = record("paused past lease, before commit", deployment.check(senders))
+    before = record("paused past lease, before commit", deployment.check(senders))
+    assert before.doubled == []
+    assert before.open_exceptions.get(ERP_INDETERMINATE, 0) > 0, "B left A's keys to a person"
+
+    posts = len([c for c in call_log(deployment.erp_db) if c.op == "post"])
+    clock = FakeClock()
+    app, _erp = deployment.app(clock)
+    try:
+        queue = app.work_queue()
+        items = queue.items("open", reason=ERP_INDETERMINATE)
+        assert items
+        for item in items:
+            queue.retry(item.item.id, "clerk")
+        run_until_quiet(app, clock)
+    finally:
+        app.close()
+    report = record("paused past lease, before commit, retried", deployment.check(senders))
     assert report.doubled == []
     report.assert_ok()
+    assert report.posted == report.expected_journals > 0
+    after = len([c for c in call_log(deployment.erp_db) if c.op == "post"])
+    assert after == posts, "the retry sent nothing: A's documents were found by key"
 
 
 def test_a_worker_paused_before_the_erp_committed_with_an_idempotent_erp(

@@ -280,3 +280,35 @@ def test_all_lists_by_status(store: Store) -> None:
         assert [job.id for job in uow.jobs.all(JobStatus.LEASED)] == [a]
         assert [job.id for job in uow.jobs.all(JobStatus.READY)] == [b]
         assert [job.id for job in uow.jobs.all(limit=1)] == [a]
+
+
+def test_extend_holds_the_lease_only_for_its_fence(store: Store) -> None:
+    now = utcnow()
+    (job_id,) = _enqueue(store, ("a", now))
+    with store.unit_of_work() as uow:
+        first = uow.jobs.claim("w1", now, LEASE)
+        assert first is not None
+        uow.jobs.extend(job_id, first.fence, now + timedelta(seconds=20), LEASE)
+        assert uow.jobs.claim("w2", now + timedelta(seconds=LEASE), LEASE) is None
+        second = uow.jobs.claim("w2", now + timedelta(seconds=20 + LEASE), LEASE)
+        assert second is not None and second.fence == first.fence + 1
+        with pytest.raises(LeaseLost):  # the paused holder learns it before sending
+            uow.jobs.extend(job_id, first.fence, now + timedelta(seconds=60), LEASE)
+
+
+def test_the_leases_of_dead_owners_end_at_once(store: Store) -> None:
+    now = utcnow()
+    dead_job, live_job, _ = _enqueue(store, ("a", now), ("b", now), ("c", now))
+    with store.unit_of_work() as uow:
+        held = [uow.jobs.claim(owner, now, LEASE) for owner in ("dead", "live")]
+        assert [j.id if j else None for j in held] == [dead_job, live_job]
+        assert uow.jobs.lease_owners(now) == ["dead", "live"]
+        assert uow.jobs.expire_leases([], now) == 0
+        assert uow.jobs.expire_leases(["dead", "unknown"], now) == 1
+        assert uow.jobs.lease_owners(now) == ["live"]
+        taken = uow.jobs.claim("heir", now, LEASE, kinds=["a", "b"])
+        assert uow.jobs.claim("heir", now, LEASE, kinds=["a", "b"]) is None  # live: kept
+    assert taken is not None and held[0] is not None
+    assert (taken.id, taken.lease_owner, taken.fence) == (dead_job, "heir", held[0].fence + 1)
+    with store.unit_of_work() as uow, pytest.raises(LeaseLost):
+        uow.jobs.complete(dead_job, held[0].fence)  # not dead after all: it cannot commit

@@ -37,7 +37,7 @@ def test_outbox_lifecycle(store: Store) -> None:
         )
         assert (item.document_id, item.last_error) == (None, None)
 
-        uow.outbox.mark_in_flight([first, second])
+        uow.outbox.mark_in_flight([first, second], "w1")
         later = now + timedelta(minutes=2)
         uow.outbox.mark_retry(first, "timeout after commit?", later)
         uow.outbox.mark_done(second, "MOVE/7")
@@ -48,7 +48,7 @@ def test_outbox_lifecycle(store: Store) -> None:
         ]
         assert retried[0].run_after == later
 
-        uow.outbox.mark_in_flight([first])
+        uow.outbox.mark_in_flight([first], "w1")
         uow.outbox.mark_failed(first, "rejected: period closed")
         assert uow.outbox.due("tryton", later, 10) == []
         assert uow.outbox.count() == 3
@@ -66,15 +66,15 @@ def test_outbox_lifecycle(store: Store) -> None:
         with pytest.raises(KeyError):
             uow.outbox.mark_retry(999, "x", now)
         with pytest.raises(KeyError):
-            uow.outbox.mark_in_flight([999])
+            uow.outbox.mark_in_flight([999], "w1")
 
 
 def test_outbox_attempts_count(store: Store) -> None:
     now = utcnow() + timedelta(seconds=1)
     with store.unit_of_work() as uow:
         item_id = uow.outbox.add("t", "J-1")
-        uow.outbox.mark_in_flight([item_id])
-        uow.outbox.mark_in_flight([item_id])
+        uow.outbox.mark_in_flight([item_id], "w1")
+        uow.outbox.mark_in_flight([item_id], "w1")
         (item,) = uow.outbox.due("t", now, 5)
         assert (item.status, item.attempts) == (OutboxStatus.IN_FLIGHT, 2)
 

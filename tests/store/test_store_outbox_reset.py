@@ -17,7 +17,7 @@ def test_a_failed_item_becomes_pending_again_keeping_its_history(store: Store) -
     with store.unit_of_work() as uow:
         item_id = uow.outbox.add("erp", "J-1")
         uow.outbox.add("erp", "J-2")
-        uow.outbox.mark_in_flight([item_id])
+        uow.outbox.mark_in_flight([item_id], "w1")
         uow.outbox.mark_failed(item_id, "period closed")
         assert uow.outbox.reset("erp", "J-1", later) == item_id
     with store.unit_of_work() as uow:
@@ -33,7 +33,7 @@ def test_only_a_failed_item_for_that_target_can_be_reset(store: Store) -> None:
     now = utcnow()
     with store.unit_of_work() as uow:
         item_id = uow.outbox.add("erp", "J-1")
-        uow.outbox.mark_in_flight([item_id])
+        uow.outbox.mark_in_flight([item_id], "w1")
         uow.outbox.mark_failed(item_id, "refused")
         uow.outbox.add("erp", "J-2")
     for target, key in (("erp", "J-2"), ("gl", "J-1"), ("erp", "J-9")):
@@ -43,3 +43,28 @@ def test_only_a_failed_item_for_that_target_can_be_reset(store: Store) -> None:
         uow.outbox.reset("erp", "J-1", now)
     with pytest.raises(StoreError), store.unit_of_work() as uow:
         uow.outbox.reset("erp", "J-1", now)
+
+
+def test_an_item_names_its_sender_until_the_outcome_is_recorded(store: Store) -> None:
+    now = utcnow() + timedelta(seconds=1)
+    with store.unit_of_work() as uow:
+        ids = [uow.outbox.add("erp", f"J-{n}") for n in range(3)]
+        uow.outbox.mark_in_flight(ids, "host:1:2")
+        assert {i.sender for i in uow.outbox.due("erp", now, 10)} == {"host:1:2"}
+        uow.outbox.mark_retry(ids[0], "timed out", now)
+        uow.outbox.mark_done(ids[1], "DOC-1")
+        uow.outbox.mark_failed(ids[2], "refused")
+        assert [(i.status, i.sender) for i in uow.outbox.due("erp", now, 10)] == [
+            (OutboxStatus.IN_FLIGHT, None)
+        ]
+
+
+def test_an_unsure_item_comes_back_in_flight_to_be_looked_up_first(store: Store) -> None:
+    now = utcnow() + timedelta(seconds=1)
+    with store.unit_of_work() as uow:
+        item_id = uow.outbox.add("erp", "J-1")
+        uow.outbox.mark_in_flight([item_id], "A")
+        uow.outbox.mark_failed(item_id, "indeterminate")
+        assert uow.outbox.reset("erp", "J-1", now, unsure=True) == item_id
+        due = uow.outbox.due("erp", now, 10)
+    assert [(i.id, i.status, i.sender) for i in due] == [(item_id, OutboxStatus.IN_FLIGHT, None)]

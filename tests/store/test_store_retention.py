@@ -490,7 +490,7 @@ def test_a_version_2_database_keeps_its_rows_in_its_first_month(
             units = [u for r in raws for u in uow.units.by_raw(r.id)]
             events = uow.events.read_from(0)
             journals = uow.journals.all()
-        assert store.migrate() == 3
+        assert store.migrate() == sqlite.SCHEMA_VERSION
         with store.unit_of_work() as uow:
             assert uow.raw.received() == raws
             assert [uow.raw.read(r.id) for r in raws] == [

@@ -144,6 +144,7 @@ def test_post_balanced_journal_and_read_back(tryton: TrytonEnv) -> None:
 
 
 def test_duplicate_key_is_refused_by_the_erp_and_returns_existing_id(tryton: TrytonEnv) -> None:
+    assert TrytonSink.idempotent, "the sink declares the contract this test shows"
     journal = era_journal("era-835-dup")
     first = TrytonSink(tryton.rpc).post([journal])
     before = move_count(tryton.rpc)

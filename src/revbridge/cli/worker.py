@@ -20,9 +20,7 @@ process exits 0; a second signal stops it at once.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +32,7 @@ import click
 
 from revbridge import bootstrap
 from revbridge.cli.common import app_for, config_option
+from revbridge.orchestrate import owners
 from revbridge.orchestrate.worker import RunStats, Worker
 from revbridge.store.postgres import describe_dsn
 
@@ -165,11 +164,7 @@ class WorkOptions:
     concurrency: int = 1
     kinds: tuple[str, ...] = ()  # empty: every kind
     until_idle: bool = False
-    owner: str | None = None  # default host:pid
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    owner: str | None = None  # default host:pid:start (owners.this_process)
 
 
 def describe_store(app: bootstrap.App) -> str:
@@ -182,7 +177,7 @@ def describe_store(app: bootstrap.App) -> str:
 
 def make_loops(app: bootstrap.App, options: WorkOptions, stop: threading.Event) -> list[WorkLoop]:
     """One loop (and one worker, with its own lease owner id) per thread."""
-    owner = options.owner or default_owner()
+    owner = options.owner or owners.this_process()
     loops: list[WorkLoop] = []
     for number in range(options.concurrency):
         worker = app.worker()
@@ -215,7 +210,7 @@ def work(
     it with other sinks): banner, loops, a summary line. Returns the summed counts."""
     stop = stop or threading.Event()
     loops = make_loops(app, options, stop)
-    owner = options.owner or default_owner()
+    owner = options.owner or owners.this_process()
     with graceful_signals(stop):  # before the banner: whoever reads it may signal at once
         echo(
             f"revbridge worker {owner} started: store {describe_store(app)}, concurrency "

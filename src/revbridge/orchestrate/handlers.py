@@ -21,6 +21,7 @@ from revbridge.ingest.x12_files import issue_exception
 from revbridge.ledger.posting_rules import PostingRules
 from revbridge.ledger.remittance import build_remittance_journals
 from revbridge.normalise.x12_835 import Normalised, Rejected, UnitInput, normalise_835
+from revbridge.orchestrate import owners
 from revbridge.orchestrate.target_guard import TargetGuard
 from revbridge.orchestrate.worker import Deferred, Handler, JobContext
 from revbridge.post.base import JournalSink
@@ -35,6 +36,7 @@ from revbridge.store.base import (
 
 NORMALISE, JOURNAL, POST = "normalise", "journal", "post"
 SYSTEM = "revbridge"
+ERP_INDETERMINATE = "erp_indeterminate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,19 +286,21 @@ def _post(
             return
         journals = {i.journal_key: _journal(uow, i.journal_key) for i in items}
         calls.admit()
-        uow.outbox.mark_in_flight([i.id for i in items])
+        ctx.hold(uow)  # a holder that paused past its lease learns it here, before sending
+        uow.outbox.mark_in_flight([i.id for i in items], ctx.owner)
     outcome = _Outcome(posted={})
     try:
         outcome.posted.update(_already_there(calls, sink, items))
+        outcome.in_doubt.update(_in_doubt(ctx, sink, items, outcome.posted))
         _deliver(
             calls,
             sink,
-            [journals[i.journal_key] for i in items if i.journal_key not in outcome.posted],
+            [journals[i.journal_key] for i in items if i.journal_key not in outcome.settled],
             outcome,
         )
     except (DeliveryError, Deferred) as exc:
         _record(ctx, items, journals, outcome, complete=False)
-        _postpone(ctx, [i for i in items if i.journal_key not in outcome.posted], exc)
+        _postpone(ctx, [i for i in items if i.journal_key not in outcome.settled], exc)
         signal = calls.signal(exc)
         if signal is exc:
             raise
@@ -374,6 +378,12 @@ class _Calls:
 class _Outcome:
     posted: dict[str, str]
     refused: dict[str, BusinessError] = field(default_factory=dict)
+    in_doubt: dict[str, str] = field(default_factory=dict)  # key -> sender of a call under way
+
+    @property
+    def settled(self) -> set[str]:
+        """Keys not to send in this job: posted, or sent by a call that may still commit."""
+        return {*self.posted, *self.in_doubt}
 
 
 def _journal(uow: UnitOfWork, key: str) -> Journal:
@@ -387,6 +397,26 @@ def _already_there(calls: _Calls, sink: JournalSink, items: Sequence[OutboxItem]
     """Keys whose earlier attempt's outcome is unknown: ask the target before resending."""
     unsure = [i.journal_key for i in items if i.status == OutboxStatus.IN_FLIGHT]
     return dict(calls.call(lambda: sink.lookup(unsure))) if unsure else {}
+
+
+def _in_doubt(
+    ctx: JobContext, sink: JournalSink, items: Sequence[OutboxItem], found: Mapping[str, str]
+) -> dict[str, str]:
+    """Keys absent from the target that a call by another lease holder was sending, and
+    that call may still commit: its holder lost the lease mid-call (paused, partitioned)
+    and is not known dead. A target that is idempotent by key absorbs that late commit, so
+    its keys are sent again; any other would book them twice, so they are not sent: key ->
+    that sender, for a person to check (``ERP_INDETERMINATE``)."""
+    if sink.idempotent:
+        return {}
+    return {
+        i.journal_key: i.sender
+        for i in items
+        if i.sender is not None
+        and i.journal_key not in found
+        and i.sender != ctx.owner
+        and not owners.is_dead(i.sender)
+    }
 
 
 def _deliver(calls: _Calls, sink: JournalSink, batch: Sequence[Journal], outcome: _Outcome) -> None:
@@ -425,11 +455,15 @@ def _record(
                 )
             elif item.journal_key in outcome.refused:
                 _mark_refused(uow, item, outcome.refused[item.journal_key])
+            elif item.journal_key in outcome.in_doubt:
+                _mark_in_doubt(uow, item, outcome.in_doubt[item.journal_key])
         uow.events.append(posted)  # one append for the batch: the posting is in series
         if more:
             uow.jobs.enqueue_once(POST, items[0].target, {"target": items[0].target})
         if complete:
             ctx.complete(uow)
+        else:
+            ctx.hold(uow)
 
 
 def _mark_posted(
@@ -465,6 +499,26 @@ def _mark_refused(uow: UnitOfWork, item: OutboxItem, exc: BusinessError) -> None
     )
 
 
+def _mark_in_doubt(uow: UnitOfWork, item: OutboxItem, sender: str) -> None:
+    """A call by a lost lease may still book the journal: out of the queue until a person
+    retries it (looked up again first) or finds it booked."""
+    detail = (
+        f"indeterminate: {sender} lost its lease while its call to {item.target} was in "
+        f"flight; {item.journal_key} was not there when looked up, and {item.target} "
+        "accepts a second document per key: check the ERP, then retry (it is looked up "
+        "again before anything is sent)"
+    )
+    uow.outbox.mark_failed(item.id, detail)
+    uow.exceptions.open(
+        NewException(
+            ERP_INDETERMINATE,
+            detail,
+            f"{ERP_INDETERMINATE}:{item.journal_key}",
+            {"journal": item.journal_key, "target": item.target, "sender": sender},
+        )
+    )
+
+
 def _postpone(ctx: JobContext, items: Sequence[OutboxItem], exc: Exception) -> None:
     """Leave the items in flight (outcome unknown); the job's own backoff times the retry.
 
@@ -473,5 +527,6 @@ def _postpone(ctx: JobContext, items: Sequence[OutboxItem], exc: Exception) -> N
     when the target is back rather than every item its probes happened to take.
     """
     with ctx.store.unit_of_work() as uow:
+        ctx.hold(uow)
         for item in items:
             uow.outbox.mark_retry(item.id, f"{type(exc).__name__}: {exc}", item.run_after)

@@ -30,7 +30,13 @@ from revbridge.ledger.write_off import (
 )
 from revbridge.orchestrate.approvals import Approvals, Executor
 from revbridge.orchestrate.clock import Clock
-from revbridge.orchestrate.handlers import NORMALISE, POST, Services, prepare_journal
+from revbridge.orchestrate.handlers import (
+    ERP_INDETERMINATE,
+    NORMALISE,
+    POST,
+    Services,
+    prepare_journal,
+)
 from revbridge.store.base import (
     Approval,
     ApprovalStatus,
@@ -296,13 +302,14 @@ class WorkQueue:
     # ---------------------------------------------------------------- actions
 
     def retry(self, item_id: int, actor: str) -> ActionResult:
-        """Run a parked job again, or send a journal the ERP refused again."""
+        """Run a parked job again, or send a journal the ERP refused again, or one whose
+        booking is in doubt (looked up first: sent only if the ERP does not hold it)."""
         actor = _who(actor)
         with self.store.unit_of_work() as uow:
             item = self._actionable(uow, item_id)
             if "job_id" in item.subject:
                 detail = self._requeue(uow, int(item.subject["job_id"]))
-            elif item.reason == ERP_REJECTED:
+            elif item.reason in (ERP_REJECTED, ERP_INDETERMINATE):
                 detail = self._resend(uow, item)
             else:
                 hint = _RETRY_HINTS.get(item.reason, "resubmit corrected bytes instead")
@@ -415,7 +422,9 @@ class WorkQueue:
     def _resend(self, uow: UnitOfWork, item: ExceptionItem) -> dict[str, Any]:
         journal, target = str(item.subject["journal"]), str(item.subject["target"])
         try:
-            outbox_id = uow.outbox.reset(target, journal, self.clock.now())
+            outbox_id = uow.outbox.reset(
+                target, journal, self.clock.now(), unsure=item.reason == ERP_INDETERMINATE
+            )
         except StoreError as exc:
             raise ActionRefused(f"journal {journal} cannot be sent again: {exc}") from exc
         uow.jobs.enqueue(POST, target, {"target": target})

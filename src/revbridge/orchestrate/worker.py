@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import random
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from revbridge.errors import BusinessError, DeliveryError, LeaseLost, OutageError, ThrottledError
+from revbridge.orchestrate import owners
 from revbridge.orchestrate.clock import Clock
 from revbridge.store.base import Job, NewException, Store, UnitOfWork
 
@@ -38,6 +37,8 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
 #: Shortest deferral: a wait rounded down to nothing must still let the clock move on.
 MIN_DEFER_SECONDS = 0.001
+#: How often a worker looks for leases held by dead processes of its host (and at its start).
+REAP_EVERY_SECONDS = 5.0
 
 
 class Deferred(Exception):
@@ -102,10 +103,17 @@ class JobContext:
     job: Job
     store: Store
     clock: Clock
+    owner: str  # the lease owner running the job
+    lease_seconds: float
 
     def complete(self, uow: UnitOfWork) -> None:
         """Mark the job done in the caller's transaction (raises ``LeaseLost`` if stale)."""
         uow.jobs.complete(self.job.id, self.job.fence)
+
+    def hold(self, uow: UnitOfWork) -> None:
+        """Renew the lease in the caller's transaction (raises ``LeaseLost`` if stale): a
+        handler holds it right before an effect outside the store, such as a call."""
+        uow.jobs.extend(self.job.id, self.job.fence, self.clock.now(), self.lease_seconds)
 
 
 Handler = Callable[[JobContext], None]
@@ -134,22 +142,33 @@ class Worker:
     ) -> None:
         self.store, self.handlers, self.clock = store, handlers, clock
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or owners.this_process()
         self.rng = rng or random.Random()
         self.stats = RunStats()
         self._wakes: list[datetime] = []  # when jobs this worker put back become due
+        self._next_reap: datetime | None = None  # None: at the first claim
 
     def run_once(self) -> bool:
         """Run one due job; False when none is due."""
         with self.store.unit_of_work() as uow:
-            job = uow.jobs.claim(
-                self.owner, self.clock.now(), self.lease_seconds, list(self.handlers)
-            )
+            now = self.clock.now()
+            self._reap(uow, now)
+            job = uow.jobs.claim(self.owner, now, self.lease_seconds, list(self.handlers))
         if job is None:
             return False
         with collecting_less():
             self._run(job)
         return True
+
+    def _reap(self, uow: UnitOfWork, now: datetime) -> None:
+        """End the leases of owners known dead (``owners.is_dead``), every so often: their
+        jobs are then claimable at once, not when their leases expire."""
+        if self._next_reap is not None and now < self._next_reap:
+            return
+        self._next_reap = now + timedelta(seconds=REAP_EVERY_SECONDS)
+        dead = [o for o in uow.jobs.lease_owners(now) if o != self.owner and owners.is_dead(o)]
+        if dead and uow.jobs.expire_leases(dead, now):
+            log.warning("took back the leases of dead workers: %s", ", ".join(dead))
 
     def run_until_idle(
         self, max_wait_seconds: float = 30.0, progress: Callable[[RunStats], None] | None = None
@@ -192,7 +211,9 @@ class Worker:
 
     def _settle(self, job: Job) -> None:
         try:
-            self.handlers[job.kind](JobContext(job, self.store, self.clock))
+            self.handlers[job.kind](
+                JobContext(job, self.store, self.clock, self.owner, self.lease_seconds)
+            )
         except LeaseLost:
             raise
         except Deferred as signal:

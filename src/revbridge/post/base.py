@@ -17,6 +17,11 @@ class JournalSink(abc.ABC):
     """An output that books journals (an ERP, a GL file)."""
 
     name: str
+    #: Idempotent by key: posting a key the target already holds creates nothing and
+    #: returns the first document's id, even when the two calls overlap. A worker may then
+    #: send keys whose earlier call, by a holder that lost its lease, may still commit;
+    #: for any other sink those keys are left to a person (``erp_indeterminate``).
+    idempotent: bool = False
 
     @abc.abstractmethod
     def post(self, journals: Sequence[Journal]) -> Mapping[str, str]:

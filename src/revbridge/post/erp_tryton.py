@@ -68,6 +68,8 @@ class _Period:
 class TrytonSink(JournalSink):
     """A ``JournalSink`` over Tryton JSON-RPC (requires the ``revbridge_erp`` module)."""
 
+    idempotent = True  # (company, revbridge_key) is unique in Tryton's database
+
     name = "erp_tryton"
 
     def __init__(

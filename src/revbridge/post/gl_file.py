@@ -2,17 +2,21 @@
 
 One file per batch, written to a temporary name, flushed to disk, then renamed: a reader
 never sees half a file. The file name is derived from the batch's keys, and every key
-already written is found again by ``lookup``, so a resend never writes a journal twice.
+already written is found again by ``lookup``; ``post`` checks the keys against the folder
+under a lock held across processes, so the sink is idempotent by key: a resend, or a call
+overlapping another's, never writes a journal twice.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from revbridge.domain.journal import Journal
@@ -31,6 +35,9 @@ SPEC = ComponentSpec(
         *limit_fields(rate_per_second=0.0, burst=1, max_in_flight=0),
     ),
 )
+
+LOCK_NAME = ".gl.lock"
+"""Held (``flock``) while a process checks and writes keys: one writer at a time."""
 
 COLUMNS = (
     "journal_key",
@@ -51,46 +58,69 @@ COLUMNS = (
 
 class GLFileSink(JournalSink):
     name = "gl_file"
+    idempotent = True  # keys are checked and written under the folder's lock
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._written: dict[str, str] | None = None
+        self._files: dict[str, list[str]] = {}  # file name -> the keys it holds
+        self._written: dict[str, str] = {}  # key -> document id (file#key)
 
     def post(self, journals: Sequence[Journal]) -> Mapping[str, str]:
-        written = self._index()
-        fresh = [j for j in journals if j.key not in written]
-        if fresh:
-            name = self._write(fresh)
-            written.update({j.key: f"{name}#{j.key}" for j in fresh})
-        return {j.key: written[j.key] for j in journals}
+        """Write the keys no file holds yet. The folder is read again under its lock, so
+        a key another process (or a call of ours that overlapped) wrote is never written
+        a second time: its first document is returned."""
+        with self._locked():
+            written = self._refresh()
+            fresh = [j for j in journals if j.key not in written]
+            if fresh:
+                name = self._write(fresh)
+                self._add(name, [j.key for j in fresh])
+            return {j.key: written[j.key] for j in journals}
 
     def lookup(self, keys: Sequence[str]) -> Mapping[str, str]:
         """Read the folder again: another process may have written these keys since."""
-        self._written = None
-        written = self._index()
+        written = self._refresh()
         return {k: written[k] for k in keys if k in written}
 
     def close(self) -> None:
-        self._written = None
+        self._files, self._written = {}, {}
 
-    def _index(self) -> dict[str, str]:
-        if self._written is None:
-            self._written = dict(self._scan())
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = (self.folder / LOCK_NAME).open("a")
+        except OSError as exc:
+            raise OutageError(f"cannot lock {self.folder}: {exc}", target=self.name) from exc
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+
+    def _refresh(self) -> dict[str, str]:
+        """The index, brought up to the folder: files are written once (renamed into
+        place) and never changed, so only new files are read; removed ones are forgotten."""
+        names = {p.name for p in self.folder.glob("gl-*.csv")} if self.folder.exists() else set()
+        for gone in set(self._files) - names:
+            for key in self._files.pop(gone):
+                self._written.pop(key, None)
+        for name in sorted(names - set(self._files)):
+            self._add(name, list(self._keys(self.folder / name)))
         return self._written
 
-    def _scan(self) -> Iterator[tuple[str, str]]:
-        if not self.folder.exists():
-            return
-        for path in sorted(self.folder.glob("gl-*.csv")):
-            with path.open(newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle):
-                    yield row["journal_key"], f"{path.name}#{row['journal_key']}"
+    def _add(self, name: str, keys: list[str]) -> None:
+        self._files[name] = keys
+        for key in keys:
+            self._written.setdefault(key, f"{name}#{key}")
+
+    @staticmethod
+    def _keys(path: Path) -> Iterator[str]:
+        with path.open(newline="", encoding="utf-8") as handle:
+            yield from dict.fromkeys(row["journal_key"] for row in csv.DictReader(handle))
 
     def _write(self, journals: Sequence[Journal]) -> str:
         digest = hashlib.sha256("\n".join(j.key for j in journals).encode()).hexdigest()[:16]
         name = f"gl-{journals[0].date:%Y%m%d}-{digest}.csv"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             _atomic_write(self.folder / name, _csv(journals))
         except OSError as exc:
             raise OutageError(f"cannot write {name}: {exc}", target=self.name) from exc

@@ -132,6 +132,7 @@ class OutboxItem:
     run_after: datetime
     document_id: str | None
     last_error: str | None
+    sender: str | None  # the lease owner whose call is under way (see ``mark_in_flight``)
 
 
 class ExceptionStatus:
@@ -412,6 +413,23 @@ class JobQueue(abc.ABC):
         """
 
     @abc.abstractmethod
+    def extend(self, job_id: int, fence: int, now: datetime, lease_seconds: float) -> None:
+        """Hold the lease ``lease_seconds`` from ``now``. Raises ``LeaseLost`` if the fence
+        is stale (another worker claimed the job since). Taken right before a call to a
+        target, in the transaction that records the call, so a holder that paused past its
+        lease learns it before sending rather than after."""
+
+    @abc.abstractmethod
+    def lease_owners(self, now: datetime) -> list[str]:
+        """The distinct owners of leases that have not expired at ``now``."""
+
+    @abc.abstractmethod
+    def expire_leases(self, owners: Sequence[str], now: datetime) -> int:
+        """End now the unexpired leases of ``owners`` (known dead: their jobs become
+        claimable at once; the claim raises the fence, so an owner that was not dead after
+        all cannot complete them); returns how many leases ended."""
+
+    @abc.abstractmethod
     def complete(self, job_id: int, fence: int) -> None:
         """Mark done. Raises ``LeaseLost`` if the fence is stale."""
 
@@ -485,8 +503,10 @@ class Outbox(abc.ABC):
         """Pending or in-flight items whose ``run_after`` has come, oldest first."""
 
     @abc.abstractmethod
-    def mark_in_flight(self, item_ids: Sequence[int]) -> None:
-        """Record an attempt is about to be made (attempts += 1) *before* calling the target."""
+    def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
+        """Record an attempt is about to be made (attempts += 1) *before* calling the target,
+        by ``sender`` (a lease owner): the item names it until the call's outcome is
+        recorded by ``mark_done``, ``mark_retry`` or ``mark_failed``, which clear it."""
 
     @abc.abstractmethod
     def mark_done(self, item_id: int, document_id: str) -> None: ...
@@ -499,10 +519,14 @@ class Outbox(abc.ABC):
     def mark_failed(self, item_id: int, error: str) -> None: ...
 
     @abc.abstractmethod
-    def reset(self, target: str, journal_key: str, run_after: datetime) -> int:
+    def reset(
+        self, target: str, journal_key: str, run_after: datetime, *, unsure: bool = False
+    ) -> int:
         """A person's retry: the failed item for ``(target, journal_key)`` becomes pending,
         due at ``run_after`` (attempts and last error kept as history); returns its id.
-        Raises ``StoreError`` unless such a failed item exists."""
+        ``unsure``: its outcome in the target is unknown, so it comes back in flight (with
+        no sender) and is looked up before anything is sent. Raises ``StoreError`` unless
+        such a failed item exists."""
 
     @abc.abstractmethod
     def count(self, status: str | None = None) -> int: ...

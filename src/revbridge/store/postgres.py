@@ -67,7 +67,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import psycopg
 from psycopg import conninfo
@@ -137,7 +137,7 @@ SPEC = ComponentSpec(
     ),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code expects (the highest migration shipped with it)."""
 
 STREAM_CHUNK = 1 << 20
@@ -881,6 +881,34 @@ class PostgresJobQueue(JobQueue):
             raise StoreError(f"job {job_id} vanished while being claimed")
         return _job_from_row(row)
 
+    def extend(self, job_id: int, fence: int, now: datetime, lease_seconds: float) -> None:
+        changed = self._tx.run(
+            "UPDATE jobs SET lease_expires_at = %s WHERE id = %s AND fence = %s AND status = %s",
+            (_utc(now) + timedelta(seconds=lease_seconds), job_id, fence, JobStatus.LEASED),
+        )
+        if changed == 0:
+            self._lost(job_id, fence)
+
+    def lease_owners(self, now: datetime) -> list[str]:
+        rows = self._tx.all(
+            "SELECT DISTINCT lease_owner FROM jobs WHERE status = %s AND lease_expires_at > %s"
+            " ORDER BY lease_owner",
+            (JobStatus.LEASED, _utc(now)),
+        )
+        return [str(row[0]) for row in rows]
+
+    def expire_leases(self, owners: Sequence[str], now: datetime) -> int:
+        if not owners:
+            return 0
+        ended = self._tx.run(
+            "UPDATE jobs SET lease_expires_at = %s WHERE status = %s AND lease_expires_at > %s"
+            " AND lease_owner = ANY(%s)",
+            (_utc(now), JobStatus.LEASED, _utc(now), list(owners)),
+        )
+        if ended:  # their jobs are work again
+            self._tx.wake_workers()
+        return ended
+
     def complete(self, job_id: int, fence: int) -> None:
         self._finish(job_id, fence, JobStatus.DONE, None, None)
 
@@ -926,13 +954,16 @@ class PostgresJobQueue(JobQueue):
             (status, error, run_after, refund, job_id, fence, JobStatus.LEASED),
         )
         if changed == 0:
-            current = self.get(job_id)
-            raise LeaseLost(
-                f"job {job_id}: fence {fence} no longer holds the lease"
-                f" (status {current.status}, fence {current.fence})"
-            )
+            self._lost(job_id, fence)
         if status == JobStatus.READY:  # put back (retry, defer): it is work again
             self._tx.wake_workers()
+
+    def _lost(self, job_id: int, fence: int) -> NoReturn:
+        current = self.get(job_id)
+        raise LeaseLost(
+            f"job {job_id}: fence {fence} no longer holds the lease"
+            f" (status {current.status}, fence {current.fence})"
+        )
 
     def get(self, job_id: int) -> Job:
         row = self._tx.one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
@@ -1085,7 +1116,9 @@ class PostgresJournalRepository(JournalRepository):
 
 # ------------------------------------------------------------------------------ outbox
 
-_OUTBOX_COLUMNS = "id, target, journal_key, status, attempts, run_after, document_id, last_error"
+_OUTBOX_COLUMNS = (
+    "id, target, journal_key, status, attempts, run_after, document_id, last_error, sender"
+)
 
 
 def _outbox_from_row(row: Row) -> OutboxItem:
@@ -1098,6 +1131,7 @@ def _outbox_from_row(row: Row) -> OutboxItem:
         run_after=row[5],
         document_id=row[6],
         last_error=row[7],
+        sender=row[8],
     )
 
 
@@ -1132,32 +1166,43 @@ class PostgresOutbox(Outbox):
         )
         return [_outbox_from_row(row) for row in rows]
 
-    def mark_in_flight(self, item_ids: Sequence[int]) -> None:
+    def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
         wanted = list(dict.fromkeys(item_ids))  # one statement for the batch
         rows = self._tx.all(
-            "UPDATE outbox SET status = %s, attempts = attempts + 1 WHERE id = ANY(%s)"
-            " RETURNING id",
-            (OutboxStatus.IN_FLIGHT, wanted),
+            "UPDATE outbox SET status = %s, attempts = attempts + 1, sender = %s"
+            " WHERE id = ANY(%s) RETURNING id",
+            (OutboxStatus.IN_FLIGHT, sender, wanted),
         )
         missing = set(wanted) - {int(row[0]) for row in rows}
         if missing:
             raise KeyError(f"outbox: no row with id = {min(missing)!r}")
 
     def mark_done(self, item_id: int, document_id: str) -> None:
-        self._set(item_id, "status = %s, document_id = %s", (OutboxStatus.DONE, document_id))
+        self._set(
+            item_id,
+            "status = %s, document_id = %s, sender = NULL",
+            (OutboxStatus.DONE, document_id),
+        )
 
     def mark_retry(self, item_id: int, error: str, run_after: datetime) -> None:
-        self._set(item_id, "last_error = %s, run_after = %s", (error, _utc(run_after)))
+        self._set(
+            item_id, "last_error = %s, run_after = %s, sender = NULL", (error, _utc(run_after))
+        )
 
     def mark_failed(self, item_id: int, error: str) -> None:
-        self._set(item_id, "status = %s, last_error = %s", (OutboxStatus.FAILED, error))
+        self._set(
+            item_id, "status = %s, last_error = %s, sender = NULL", (OutboxStatus.FAILED, error)
+        )
 
-    def reset(self, target: str, journal_key: str, run_after: datetime) -> int:
+    def reset(
+        self, target: str, journal_key: str, run_after: datetime, *, unsure: bool = False
+    ) -> int:
+        status = OutboxStatus.IN_FLIGHT if unsure else OutboxStatus.PENDING
         row = self._tx.one(
             "UPDATE outbox SET status = %s, run_after = %s WHERE id = ("
             " SELECT id FROM outbox WHERE target = %s AND journal_key = %s AND status = %s"
             " ORDER BY id LIMIT 1) RETURNING id",
-            (OutboxStatus.PENDING, _utc(run_after), target, journal_key, OutboxStatus.FAILED),
+            (status, _utc(run_after), target, journal_key, OutboxStatus.FAILED),
         )
         if row is None:
             raise StoreError(f"no failed outbox item for journal {journal_key} to {target}")

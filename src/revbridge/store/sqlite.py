@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from revbridge.domain.events import Event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
@@ -81,7 +81,7 @@ SPEC = ComponentSpec(
     (Field("path", "path", "The database file (created if missing).", example="revbridge.db"),),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code expects (the highest migration shipped with it)."""
 
 STREAM_CHUNK = 1 << 20
@@ -663,6 +663,32 @@ class SQLiteJobQueue(JobQueue):
             params,
         )
 
+    def extend(self, job_id: int, fence: int, now: datetime, lease_seconds: float) -> None:
+        expires = codec.to_micros(now + timedelta(seconds=lease_seconds))
+        changed = self._tx.update(
+            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND fence = ? AND status = ?",
+            (expires, job_id, fence, JobStatus.LEASED),
+        )
+        if changed == 0:
+            self._lost(job_id, fence)
+
+    def lease_owners(self, now: datetime) -> list[str]:
+        rows = self._tx.all(
+            "SELECT DISTINCT lease_owner FROM jobs WHERE status = ? AND lease_expires_at > ?"
+            " ORDER BY lease_owner",
+            (JobStatus.LEASED, codec.to_micros(now)),
+        )
+        return [str(row[0]) for row in rows]
+
+    def expire_leases(self, owners: Sequence[str], now: datetime) -> int:
+        if not owners:
+            return 0
+        return self._tx.update(
+            "UPDATE jobs SET lease_expires_at = ? WHERE status = ? AND lease_expires_at > ?"
+            f" AND lease_owner IN ({_placeholders(len(owners))})",
+            (codec.to_micros(now), JobStatus.LEASED, codec.to_micros(now), *owners),
+        )
+
     def complete(self, job_id: int, fence: int) -> None:
         self._finish(job_id, fence, JobStatus.DONE, None, None)
 
@@ -701,11 +727,14 @@ class SQLiteJobQueue(JobQueue):
             (status, error, run_after, job_id, fence, JobStatus.LEASED),
         )
         if changed == 0:
-            current = self.get(job_id)
-            raise LeaseLost(
-                f"job {job_id}: fence {fence} no longer holds the lease"
-                f" (status {current.status}, fence {current.fence})"
-            )
+            self._lost(job_id, fence)
+
+    def _lost(self, job_id: int, fence: int) -> NoReturn:
+        current = self.get(job_id)
+        raise LeaseLost(
+            f"job {job_id}: fence {fence} no longer holds the lease"
+            f" (status {current.status}, fence {current.fence})"
+        )
 
     def get(self, job_id: int) -> Job:
         row = self._tx.one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
@@ -862,7 +891,9 @@ class SQLiteJournalRepository(JournalRepository):
 
 # ------------------------------------------------------------------------------ outbox
 
-_OUTBOX_COLUMNS = "id, target, journal_key, status, attempts, run_after, document_id, last_error"
+_OUTBOX_COLUMNS = (
+    "id, target, journal_key, status, attempts, run_after, document_id, last_error, sender"
+)
 
 
 def _outbox_from_row(row: Row) -> OutboxItem:
@@ -875,6 +906,7 @@ def _outbox_from_row(row: Row) -> OutboxItem:
         run_after=codec.from_micros(row[5]),
         document_id=row[6],
         last_error=row[7],
+        sender=row[8],
     )
 
 
@@ -906,24 +938,34 @@ class SQLiteOutbox(Outbox):
         )
         return [_outbox_from_row(row) for row in rows]
 
-    def mark_in_flight(self, item_ids: Sequence[int]) -> None:
+    def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
         for item_id in dict.fromkeys(item_ids):
             changed = self._tx.update(
-                "UPDATE outbox SET status = ?, attempts = attempts + 1 WHERE id = ?",
-                (OutboxStatus.IN_FLIGHT, item_id),
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, sender = ? WHERE id = ?",
+                (OutboxStatus.IN_FLIGHT, sender, item_id),
             )
             self._tx.must_change(changed, "outbox", "id", item_id)
 
     def mark_done(self, item_id: int, document_id: str) -> None:
-        self._set(item_id, "status = ?, document_id = ?", (OutboxStatus.DONE, document_id))
+        self._set(
+            item_id, "status = ?, document_id = ?, sender = NULL", (OutboxStatus.DONE, document_id)
+        )
 
     def mark_retry(self, item_id: int, error: str, run_after: datetime) -> None:
-        self._set(item_id, "last_error = ?, run_after = ?", (error, codec.to_micros(run_after)))
+        self._set(
+            item_id,
+            "last_error = ?, run_after = ?, sender = NULL",
+            (error, codec.to_micros(run_after)),
+        )
 
     def mark_failed(self, item_id: int, error: str) -> None:
-        self._set(item_id, "status = ?, last_error = ?", (OutboxStatus.FAILED, error))
+        self._set(
+            item_id, "status = ?, last_error = ?, sender = NULL", (OutboxStatus.FAILED, error)
+        )
 
-    def reset(self, target: str, journal_key: str, run_after: datetime) -> int:
+    def reset(
+        self, target: str, journal_key: str, run_after: datetime, *, unsure: bool = False
+    ) -> int:
         row = self._tx.one(
             "SELECT id FROM outbox WHERE target = ? AND journal_key = ? AND status = ?"
             " ORDER BY id LIMIT 1",
@@ -931,9 +973,8 @@ class SQLiteOutbox(Outbox):
         )
         if row is None:
             raise StoreError(f"no failed outbox item for journal {journal_key} to {target}")
-        self._set(
-            row[0], "status = ?, run_after = ?", (OutboxStatus.PENDING, codec.to_micros(run_after))
-        )
+        status = OutboxStatus.IN_FLIGHT if unsure else OutboxStatus.PENDING
+        self._set(row[0], "status = ?, run_after = ?", (status, codec.to_micros(run_after)))
         return int(row[0])
 
     def _set(self, item_id: int, assignments: str, params: Sequence[Any]) -> None:
