@@ -39,7 +39,7 @@ def test_outbox_lifecycle(store: Store) -> None:
 
         uow.outbox.mark_in_flight([first, second], "w1")
         later = now + timedelta(minutes=2)
-        uow.outbox.mark_retry(first, "timeout after commit?", later)
+        uow.outbox.mark_retry(first, "timeout after commit?", later, "w1")
         uow.outbox.mark_done(second, "MOVE/7")
         assert uow.outbox.due("tryton", now, 10) == []
         retried = uow.outbox.due("tryton", later, 10)
@@ -64,7 +64,7 @@ def test_outbox_lifecycle(store: Store) -> None:
         with pytest.raises(KeyError):
             uow.outbox.mark_failed(999, "x")
         with pytest.raises(KeyError):
-            uow.outbox.mark_retry(999, "x", now)
+            uow.outbox.mark_retry(999, "x", now, "w1")
         with pytest.raises(KeyError):
             uow.outbox.mark_in_flight([999], "w1")
 

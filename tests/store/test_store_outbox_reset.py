@@ -45,17 +45,20 @@ def test_only_a_failed_item_for_that_target_can_be_reset(store: Store) -> None:
         uow.outbox.reset("erp", "J-1", now)
 
 
-def test_an_item_names_its_sender_until_the_outcome_is_recorded(store: Store) -> None:
+def test_an_item_names_its_sender_until_the_outcome_is_known(store: Store) -> None:
     now = utcnow() + timedelta(seconds=1)
     with store.unit_of_work() as uow:
-        ids = [uow.outbox.add("erp", f"J-{n}") for n in range(3)]
-        uow.outbox.mark_in_flight(ids, "host:1:2")
-        assert {i.sender for i in uow.outbox.due("erp", now, 10)} == {"host:1:2"}
-        uow.outbox.mark_retry(ids[0], "timed out", now)
+        ids = [uow.outbox.add("erp", f"J-{n}") for n in range(4)]
+        uow.outbox.mark_in_flight(ids, "A")
+        uow.outbox.mark_in_flight(ids[3:], "B")  # B took over: A's call may still commit
+        assert [i.sender for i in uow.outbox.due("erp", now, 10)] == ["A"] * 4
+        uow.outbox.mark_retry(ids[0], "timed out", now, "A")  # A's call returned
         uow.outbox.mark_done(ids[1], "DOC-1")
         uow.outbox.mark_failed(ids[2], "refused")
-        assert [(i.status, i.sender) for i in uow.outbox.due("erp", now, 10)] == [
-            (OutboxStatus.IN_FLIGHT, None)
+        uow.outbox.mark_retry(ids[3], "timed out", now, "B")  # B's did, not A's
+        assert [(i.id, i.status, i.sender) for i in uow.outbox.due("erp", now, 10)] == [
+            (ids[0], OutboxStatus.IN_FLIGHT, None),
+            (ids[3], OutboxStatus.IN_FLIGHT, "A"),
         ]
 
 

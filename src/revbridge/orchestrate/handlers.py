@@ -529,4 +529,6 @@ def _postpone(ctx: JobContext, items: Sequence[OutboxItem], exc: Exception) -> N
     with ctx.store.unit_of_work() as uow:
         ctx.hold(uow)
         for item in items:
-            uow.outbox.mark_retry(item.id, f"{type(exc).__name__}: {exc}", item.run_after)
+            uow.outbox.mark_retry(
+                item.id, f"{type(exc).__name__}: {exc}", item.run_after, ctx.owner
+            )

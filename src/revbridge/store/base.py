@@ -505,15 +505,18 @@ class Outbox(abc.ABC):
     @abc.abstractmethod
     def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
         """Record an attempt is about to be made (attempts += 1) *before* calling the target,
-        by ``sender`` (a lease owner): the item names it until the call's outcome is
-        recorded by ``mark_done``, ``mark_retry`` or ``mark_failed``, which clear it."""
+        by ``sender`` (a lease owner). The item names its sender until that call's outcome
+        is known: ``mark_done`` and ``mark_failed`` clear it, ``mark_retry`` by the sender
+        itself too. An item that already names a sender keeps it (a worker taking over from
+        a lost lease: the first call's outcome is still unknown)."""
 
     @abc.abstractmethod
     def mark_done(self, item_id: int, document_id: str) -> None: ...
 
     @abc.abstractmethod
-    def mark_retry(self, item_id: int, error: str, run_after: datetime) -> None:
-        """Keep the status (in-flight stays in-flight: its outcome is unknown)."""
+    def mark_retry(self, item_id: int, error: str, run_after: datetime, sender: str) -> None:
+        """Keep the status (in-flight stays in-flight: its outcome is unknown). ``sender``'s
+        call has returned: the item stops naming it (another sender's stays named)."""
 
     @abc.abstractmethod
     def mark_failed(self, item_id: int, error: str) -> None: ...

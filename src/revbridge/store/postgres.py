@@ -1169,8 +1169,8 @@ class PostgresOutbox(Outbox):
     def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
         wanted = list(dict.fromkeys(item_ids))  # one statement for the batch
         rows = self._tx.all(
-            "UPDATE outbox SET status = %s, attempts = attempts + 1, sender = %s"
-            " WHERE id = ANY(%s) RETURNING id",
+            "UPDATE outbox SET status = %s, attempts = attempts + 1,"
+            " sender = COALESCE(sender, %s) WHERE id = ANY(%s) RETURNING id",
             (OutboxStatus.IN_FLIGHT, sender, wanted),
         )
         missing = set(wanted) - {int(row[0]) for row in rows}
@@ -1184,9 +1184,11 @@ class PostgresOutbox(Outbox):
             (OutboxStatus.DONE, document_id),
         )
 
-    def mark_retry(self, item_id: int, error: str, run_after: datetime) -> None:
+    def mark_retry(self, item_id: int, error: str, run_after: datetime, sender: str) -> None:
         self._set(
-            item_id, "last_error = %s, run_after = %s, sender = NULL", (error, _utc(run_after))
+            item_id,
+            "last_error = %s, run_after = %s, sender = NULLIF(sender, %s)",
+            (error, _utc(run_after), sender),
         )
 
     def mark_failed(self, item_id: int, error: str) -> None:

@@ -941,7 +941,8 @@ class SQLiteOutbox(Outbox):
     def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
         for item_id in dict.fromkeys(item_ids):
             changed = self._tx.update(
-                "UPDATE outbox SET status = ?, attempts = attempts + 1, sender = ? WHERE id = ?",
+                "UPDATE outbox SET status = ?, attempts = attempts + 1,"
+                " sender = COALESCE(sender, ?) WHERE id = ?",
                 (OutboxStatus.IN_FLIGHT, sender, item_id),
             )
             self._tx.must_change(changed, "outbox", "id", item_id)
@@ -951,11 +952,11 @@ class SQLiteOutbox(Outbox):
             item_id, "status = ?, document_id = ?, sender = NULL", (OutboxStatus.DONE, document_id)
         )
 
-    def mark_retry(self, item_id: int, error: str, run_after: datetime) -> None:
+    def mark_retry(self, item_id: int, error: str, run_after: datetime, sender: str) -> None:
         self._set(
             item_id,
-            "last_error = ?, run_after = ?, sender = NULL",
-            (error, codec.to_micros(run_after)),
+            "last_error = ?, run_after = ?, sender = NULLIF(sender, ?)",
+            (error, codec.to_micros(run_after), sender),
         )
 
     def mark_failed(self, item_id: int, error: str) -> None:
