@@ -62,6 +62,17 @@ def test_an_item_names_its_sender_until_the_outcome_is_known(store: Store) -> No
         ]
 
 
+def test_a_dead_sender_is_replaced_by_the_worker_that_sends_again(store: Store) -> None:
+    now = utcnow() + timedelta(seconds=1)
+    with store.unit_of_work() as uow:
+        ids = [uow.outbox.add("erp", f"J-{n}") for n in range(3)]
+        uow.outbox.mark_in_flight(ids[:2], "A")
+        uow.outbox.mark_in_flight(ids[2:], "C")
+        # B takes over: A is known dead (its call can no longer commit), C is not
+        uow.outbox.mark_in_flight(ids, "B", dead={"A"})
+        assert [i.sender for i in uow.outbox.due("erp", now, 10)] == ["B", "B", "C"]
+
+
 def test_an_unsure_item_comes_back_in_flight_to_be_looked_up_first(store: Store) -> None:
     now = utcnow() + timedelta(seconds=1)
     with store.unit_of_work() as uow:

@@ -287,7 +287,8 @@ def _post(
         journals = {i.journal_key: _journal(uow, i.journal_key) for i in items}
         calls.admit()
         ctx.hold(uow)  # a holder that paused past its lease learns it here, before sending
-        uow.outbox.mark_in_flight([i.id for i in items], ctx.owner)
+        dead = {i.sender for i in items if i.sender is not None and owners.is_dead(i.sender)}
+        uow.outbox.mark_in_flight([i.id for i in items], ctx.owner, dead=dead)
     outcome = _Outcome(posted={})
     try:
         outcome.posted.update(_already_there(calls, sink, items))

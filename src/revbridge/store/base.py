@@ -8,7 +8,7 @@ changes, the completion of its own job) is committed together or not at all.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -503,12 +503,16 @@ class Outbox(abc.ABC):
         """Pending or in-flight items whose ``run_after`` has come, oldest first."""
 
     @abc.abstractmethod
-    def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
+    def mark_in_flight(
+        self, item_ids: Sequence[int], sender: str, *, dead: Collection[str] = ()
+    ) -> None:
         """Record an attempt is about to be made (attempts += 1) *before* calling the target,
         by ``sender`` (a lease owner). The item names its sender until that call's outcome
         is known: ``mark_done`` and ``mark_failed`` clear it, ``mark_retry`` by the sender
         itself too. An item that already names a sender keeps it (a worker taking over from
-        a lost lease: the first call's outcome is still unknown)."""
+        a lost lease: the first call's outcome is still unknown), unless that sender is in
+        ``dead`` (its call can no longer commit): then ``sender`` replaces it, so a later
+        takeover waits on this call rather than on the dead one."""
 
     @abc.abstractmethod
     def mark_done(self, item_id: int, document_id: str) -> None: ...

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -1166,12 +1166,15 @@ class PostgresOutbox(Outbox):
         )
         return [_outbox_from_row(row) for row in rows]
 
-    def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
+    def mark_in_flight(
+        self, item_ids: Sequence[int], sender: str, *, dead: Collection[str] = ()
+    ) -> None:
         wanted = list(dict.fromkeys(item_ids))  # one statement for the batch
         rows = self._tx.all(
             "UPDATE outbox SET status = %s, attempts = attempts + 1,"
-            " sender = COALESCE(sender, %s) WHERE id = ANY(%s) RETURNING id",
-            (OutboxStatus.IN_FLIGHT, sender, wanted),
+            " sender = CASE WHEN sender IS NULL OR sender = ANY(%s) THEN %s ELSE sender END"
+            " WHERE id = ANY(%s) RETURNING id",
+            (OutboxStatus.IN_FLIGHT, sorted(dead), sender, wanted),
         )
         missing = set(wanted) - {int(row[0]) for row in rows}
         if missing:

@@ -25,10 +25,11 @@ pragma reads the WAL index in shared memory, takes no lock and touches no table.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -938,12 +939,17 @@ class SQLiteOutbox(Outbox):
         )
         return [_outbox_from_row(row) for row in rows]
 
-    def mark_in_flight(self, item_ids: Sequence[int], sender: str) -> None:
+    def mark_in_flight(
+        self, item_ids: Sequence[int], sender: str, *, dead: Collection[str] = ()
+    ) -> None:
+        gone = json.dumps(sorted(dead))
         for item_id in dict.fromkeys(item_ids):
             changed = self._tx.update(
                 "UPDATE outbox SET status = ?, attempts = attempts + 1,"
-                " sender = COALESCE(sender, ?) WHERE id = ?",
-                (OutboxStatus.IN_FLIGHT, sender, item_id),
+                " sender = CASE WHEN sender IS NULL"
+                " OR sender IN (SELECT value FROM json_each(?)) THEN ? ELSE sender END"
+                " WHERE id = ?",
+                (OutboxStatus.IN_FLIGHT, gone, sender, item_id),
             )
             self._tx.must_change(changed, "outbox", "id", item_id)
 
