@@ -22,7 +22,7 @@
 #define MAX_AMOUNT_DIGITS 10
 #define MAX_QUANTITY_DIGITS 15
 #define MAX_FIELDS 16
-#define DECIMAL_CACHE_BITS 16
+#define DECIMAL_CACHE_BITS 12
 #define DATE_CACHE_BITS 12
 
 /* -- model classes ---------------------------------------------------------------------- */
