@@ -61,7 +61,7 @@ static Shape shapes[SHAPES] = {
      {0}},
 };
 
-static PyObject *decimal_type = NULL;
+static PyObject *make_decimal = NULL; /* str -> Decimal, exact (see parse835.py) */
 static PyObject *cas_groups[5] = {NULL}; /* CO PR OA PI CR, same order as cas_group_names */
 static const char *cas_group_names[5] = {"CO", "PR", "OA", "PI", "CR"};
 
@@ -161,8 +161,12 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
             return NULL;
         }
     }
+    if (!PyCallable_Check(decimal)) {
+        PyErr_SetString(PyExc_TypeError, "make_decimal must be callable");
+        return NULL;
+    }
     Py_INCREF(decimal);
-    Py_XSETREF(decimal_type, decimal);
+    Py_XSETREF(make_decimal, decimal);
     Py_RETURN_NONE;
 }
 
@@ -286,7 +290,7 @@ decimal_of(Span s, int max_digits)
     if (text == NULL) {
         return NULL;
     }
-    PyObject *value = PyObject_CallOneArg(decimal_type, text);
+    PyObject *value = PyObject_CallOneArg(make_decimal, text);
     Py_DECREF(text);
     return cache_put(entry, key, value);
 }
@@ -941,7 +945,7 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "y#CCCl:parse", &data, &n, &elem, &component, &term, &first)) {
         return NULL;
     }
-    if (decimal_type == NULL) {
+    if (make_decimal == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_fast835.configure() was not called");
         return NULL;
     }
@@ -977,7 +981,7 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(decimal, adjustment, service_line, claim_payment, provider_adjustment)"},
+     "configure(make_decimal, adjustment, service_line, claim_payment, provider_adjustment)"},
     {"parse", parse, METH_VARARGS,
      "parse(data, element, component, segment, first_segment) -> tuple | None"},
     {NULL, NULL, 0, NULL},

@@ -1,5 +1,6 @@
 """C fast path of :func:`revbridge.formats.x12.parse835.parse_835_bytes` (_fast835.c)."""
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -26,7 +27,7 @@ _Parsed = tuple[
 ]
 
 def configure(
-    decimal: type[Decimal],
+    make_decimal: Callable[[str], Decimal],
     adjustment: type[Adjustment],
     service_line: type[ServiceLine],
     claim_payment: type[ClaimPayment],
