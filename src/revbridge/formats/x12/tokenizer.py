@@ -11,9 +11,11 @@ The hot path splits whole chunks with ``str.split`` and computes offsets with
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate, count
 from operator import add
 from typing import BinaryIO
@@ -204,6 +206,10 @@ class Split:
         prefix = self.sep if self._texts is None else ""
         found = [0] if self._texts is None and buf.startswith(tuple(needles)) else []
         skip = len(prefix)
+        pattern = _needle_pattern(prefix, tuple(needles))
+        if pattern is not None:  # one pass instead of one per needle
+            found.extend([m.start() + skip for m in pattern.finditer(buf, 0, limit)])
+            return found
         for needle in needles:
             position = buf.find(prefix + needle, 0, limit)
             while position != -1:
@@ -244,6 +250,25 @@ class Split:
         if self._ends is not None or not self.sep:
             return self.ends[index]
         return start + len(self.text_at(index, start)) + len(self.sep)
+
+
+@lru_cache(maxsize=64)
+def _needle_pattern(prefix: str, needles: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex finding every ``prefix + needle``, when that equals the per-needle ``find``.
+
+    Only with a prefix (the regex engine then scans for it as a literal), and only when no
+    occurrence can start inside another one, so non-overlapping matches miss nothing.
+    """
+    full = [prefix + needle for needle in needles]
+    overlap = any(
+        a[k:].startswith(b) or b.startswith(a[k:])
+        for a in full
+        for b in full
+        for k in range(1, len(a))
+    )
+    if not prefix or overlap:
+        return None
+    return re.compile(re.escape(prefix) + "(?:" + "|".join(map(re.escape, needles)) + ")")
 
 
 # A batch: (delimiters, number of the first segment, byte offset of buffer[0], buffer, split).
@@ -323,7 +348,7 @@ def _fast_separator(buf: str, term: str) -> str | None:
         other = "\r" if term == "\n" else "\n"
         return None if other in buf or term + term in buf else term
     newlines = buf.count("\n")
-    returns = buf.count("\r")
+    returns = buf.count("\r") if "\r" in buf else 0  # "in" is a memchr, count is not
     if not newlines and not returns:
         sep = term
     elif not returns and buf.count(term + "\n") == newlines:
