@@ -286,7 +286,7 @@ decimal_of(Span s, int max_digits)
     if (entry->value != NULL && entry->key == key) {
         return Py_NewRef(entry->value);
     }
-    PyObject *text = str_of(s);
+    PyObject *text = PyUnicode_DecodeLatin1(s.p, s.n, NULL); /* not str_of: no caching */
     if (text == NULL) {
         return NULL;
     }
