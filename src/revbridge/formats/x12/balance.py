@@ -142,14 +142,22 @@ def _check_claim(r: Remittance835, claim: ClaimPayment, issues: list[X12Issue]) 
             )
         )
     adjusted, patient, legacy = _sums(claim.adjustments)
-    for line in claim.lines:  # the service lines, inlined (this loop is the hot path)
-        line_adjusted, line_patient, line_legacy = _sums(line.adjustments)
+    for line in claim.lines:  # the service lines and their sums, inlined: the hot path
+        line_adjusted = ZERO
+        line_legacy = False
+        for a in line.adjustments:
+            amount = a.amount
+            line_adjusted += amount
+            group = a.group
+            if group == "PR":
+                patient += amount  # exact: the order of the additions does not matter
+            elif group == "CR":
+                line_legacy = True
         if line.charge - line_adjusted != line.paid:
             _line_unbalanced(tx, line, line_adjusted, issues)
         if line_legacy:
             _check_groups(tx, line.adjustments, issues)
         adjusted += line_adjusted
-        patient += line_patient
     if claim.charge - adjusted != claim.paid:
         issues.append(
             make_issue(
