@@ -137,17 +137,6 @@ build(int which, PyObject **values)
     return obj;
 }
 
-/* A tuple of model objects (see build): untracked as well. */
-static PyObject *
-model_tuple(PyObject *list)
-{
-    PyObject *tuple = PyList_AsTuple(list);
-    if (tuple != NULL) {
-        PyObject_GC_UnTrack(tuple);
-    }
-    return tuple;
-}
-
 static PyObject *
 configure(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -346,6 +335,12 @@ typedef struct {
         *facility, *frequency, *original, *date_from, *date_to, *adjustments, *lines;
 } Claim;
 
+/* Model objects collected for a tuple (cheaper than a list, then a tuple). */
+typedef struct {
+    PyObject **items;
+    Py_ssize_t size, capacity;
+} Stack;
+
 typedef struct {
     Span *els; /* elements of the current segment */
     Py_ssize_t size, capacity;
@@ -354,10 +349,72 @@ typedef struct {
     int in_claim, in_line;
     Claim claim;
     Line line;
+    Stack line_adjustments, claim_adjustments, claim_lines, claims, plb;
     PyObject *control, *bpr, *trn, *total_paid, *effective, *production;
     PyObject *payer[4], *payee[4];
-    PyObject *claims, *plb;
 } Parser;
+
+/* The array of item_size-byte items, grown to hold at least one more item (NULL on failure:
+ * the array is then unchanged). */
+static void *
+grow(void *items, Py_ssize_t *capacity, size_t item_size)
+{
+    Py_ssize_t wanted = *capacity ? 2 * *capacity : 16;
+    void *grown = NULL;
+    if ((size_t)wanted <= PY_SSIZE_T_MAX / item_size) {
+        grown = PyMem_Realloc(items, (size_t)wanted * item_size);
+    }
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    *capacity = wanted;
+    return grown;
+}
+
+/* Push a new reference (stolen, also on failure). */
+static int
+push(Stack *stack, PyObject *obj)
+{
+    if (obj == NULL) {
+        return -1;
+    }
+    if (stack->size == stack->capacity) {
+        PyObject **grown = grow(stack->items, &stack->capacity, sizeof(PyObject *));
+        if (grown == NULL) {
+            Py_DECREF(obj);
+            return -1;
+        }
+        stack->items = grown;
+    }
+    stack->items[stack->size++] = obj;
+    return 0;
+}
+
+/* The stacked model objects as a tuple, untracked like them (see build); empties the stack. */
+static PyObject *
+pop_tuple(Stack *stack)
+{
+    PyObject *tuple = PyTuple_New(stack->size);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < stack->size; i++) {
+        PyTuple_SET_ITEM(tuple, i, stack->items[i]);
+    }
+    stack->size = 0;
+    PyObject_GC_UnTrack(tuple);
+    return tuple;
+}
+
+static void
+clear_stack(Stack *stack)
+{
+    for (Py_ssize_t i = 0; i < stack->size; i++) {
+        Py_DECREF(stack->items[i]);
+    }
+    PyMem_Free(stack->items);
+}
 
 static Span
 el(const Parser *ps, Py_ssize_t i)
@@ -400,11 +457,16 @@ clear_parser(Parser *ps)
 {
     clear_line(&ps->line);
     clear_claim(&ps->claim);
-    PyObject **refs[] = {&ps->control, &ps->bpr,      &ps->trn,      &ps->total_paid,
+    Stack *stacks[] = {&ps->line_adjustments, &ps->claim_adjustments, &ps->claim_lines,
+                       &ps->claims, &ps->plb};
+    for (int i = 0; i < 5; i++) {
+        clear_stack(stacks[i]);
+    }
+    PyObject **refs[] = {&ps->control,   &ps->bpr,       &ps->trn,       &ps->total_paid,
                          &ps->effective, &ps->production, &ps->payer[0], &ps->payer[1],
-                         &ps->payer[2], &ps->payer[3], &ps->payee[0], &ps->payee[1],
-                         &ps->payee[2], &ps->payee[3], &ps->claims,   &ps->plb};
-    clear_refs(refs, 16);
+                         &ps->payer[2],  &ps->payer[3],  &ps->payee[0],  &ps->payee[1],
+                         &ps->payee[2],  &ps->payee[3]};
+    clear_refs(refs, 14);
     PyMem_Free(ps->els);
 }
 
@@ -419,33 +481,18 @@ set(PyObject **slot, PyObject *value)
     return 0;
 }
 
-/* Split one segment text into elements. */
+/* Append an element span to the current segment. */
 static int
-split_elements(Parser *ps, const char *p, Py_ssize_t n, char sep)
+add_element(Parser *ps, const char *p, Py_ssize_t n)
 {
-    Py_ssize_t needed = 1;
-    for (const char *q = memchr(p, sep, n); q != NULL;
-         q = memchr(q + 1, sep, (size_t)(p + n - q - 1))) {
-        needed++;
-    }
-    if (needed > ps->capacity) {
-        Span *grown = PyMem_Realloc(ps->els, (size_t)needed * sizeof(Span));
+    if (ps->size == ps->capacity) {
+        Span *grown = grow(ps->els, &ps->capacity, sizeof(Span));
         if (grown == NULL) {
-            PyErr_NoMemory();
             return -1;
         }
         ps->els = grown;
-        ps->capacity = needed;
     }
-    Py_ssize_t k = 0, start = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (p[i] == sep) {
-            ps->els[k++] = (Span){p + start, i - start};
-            start = i + 1;
-        }
-    }
-    ps->els[k++] = (Span){p + start, n - start};
-    ps->size = k;
+    ps->els[ps->size++] = (Span){p, n};
     return 0;
 }
 
@@ -456,22 +503,14 @@ close_line(Parser *ps)
 {
     Line *l = &ps->line;
     ps->in_line = 0;
-    PyObject *adjustments = model_tuple(l->adjustments);
-    if (adjustments == NULL) {
+    if ((l->adjustments = pop_tuple(&ps->line_adjustments)) == NULL) {
         return -1;
     }
-    Py_SETREF(l->adjustments, adjustments);
     PyObject *values[] = {l->procedure, l->charge,       l->paid,    l->revenue,
                           l->units,     l->control,      l->service_date, l->allowed,
                           l->adjustments, l->number};
     memset(l, 0, sizeof(*l)); /* build() takes over every reference */
-    PyObject *line = build(SERVICE_LINE, values);
-    if (line == NULL) {
-        return -1;
-    }
-    int rc = PyList_Append(ps->claim.lines, line);
-    Py_DECREF(line);
-    return rc;
+    return push(&ps->claim_lines, build(SERVICE_LINE, values));
 }
 
 static int
@@ -482,8 +521,8 @@ close_claim(Parser *ps)
     }
     Claim *c = &ps->claim;
     ps->in_claim = 0;
-    if (set(&c->adjustments, model_tuple(c->adjustments)) < 0 ||
-        set(&c->lines, model_tuple(c->lines)) < 0) {
+    if ((c->adjustments = pop_tuple(&ps->claim_adjustments)) == NULL ||
+        (c->lines = pop_tuple(&ps->claim_lines)) == NULL) {
         return -1;
     }
     PyObject *values[] = {c->pcn,       c->status,    c->charge,   c->paid,
@@ -491,13 +530,7 @@ close_claim(Parser *ps)
                           c->frequency, c->original,  c->date_from, c->date_to,
                           c->adjustments, c->lines,   c->number};
     memset(c, 0, sizeof(*c));
-    PyObject *claim = build(CLAIM_PAYMENT, values);
-    if (claim == NULL) {
-        return -1;
-    }
-    int rc = PyList_Append(ps->claims, claim);
-    Py_DECREF(claim);
-    return rc;
+    return push(&ps->claims, build(CLAIM_PAYMENT, values));
 }
 
 static int
@@ -532,9 +565,6 @@ open_claim(Parser *ps, long number)
     c->original = Py_NewRef(Py_None);
     c->date_from = Py_NewRef(Py_None);
     c->date_to = Py_NewRef(Py_None);
-    if ((c->adjustments = PyList_New(0)) == NULL || (c->lines = PyList_New(0)) == NULL) {
-        return -1;
-    }
     return 0;
 }
 
@@ -596,18 +626,15 @@ open_line(Parser *ps, long number)
     l->control = Py_NewRef(Py_None);
     l->service_date = Py_NewRef(Py_None);
     l->allowed = Py_NewRef(Py_None);
-    if ((l->adjustments = PyList_New(0)) == NULL) {
-        return -1;
-    }
     return 0;
 }
 
 static int
 cas(Parser *ps, long number)
 {
-    PyObject *out = ps->in_line ? ps->line.adjustments
-                    : ps->in_claim ? ps->claim.adjustments
-                                   : NULL;
+    Stack *out = ps->in_line    ? &ps->line_adjustments
+                 : ps->in_claim ? &ps->claim_adjustments
+                                : NULL;
     if (out == NULL) {
         return -1;
     }
@@ -645,9 +672,7 @@ cas(Parser *ps, long number)
             rc = -1;
             break;
         }
-        PyObject *adjustment = build(ADJUSTMENT, values);
-        rc = adjustment == NULL ? -1 : PyList_Append(out, adjustment);
-        Py_XDECREF(adjustment);
+        rc = push(out, build(ADJUSTMENT, values));
     }
     Py_DECREF(segment_number);
     return rc;
@@ -782,9 +807,7 @@ plb(Parser *ps, long number)
             rc = -1;
             break;
         }
-        PyObject *adjustment = build(PROVIDER_ADJUSTMENT, values);
-        rc = adjustment == NULL ? -1 : PyList_Append(ps->plb, adjustment);
-        Py_XDECREF(adjustment);
+        rc = push(&ps->plb, build(PROVIDER_ADJUSTMENT, values));
     }
     Py_DECREF(period);
     Py_DECREF(segment_number);
@@ -873,32 +896,38 @@ is_newline(char c)
 }
 
 /* Tokenize (the reference tokenizer's rules: leading CR/LF of a piece is skipped, blank
- * pieces are not segments, text after the last terminator must be blank) and parse. */
+ * pieces are not segments, text after the last terminator must be blank) and parse.
+ * Skipping every CR, LF and terminator before a segment is exactly skipping blank pieces. */
 static int
 run(Parser *ps, const char *data, Py_ssize_t n, char elem, char term, long first,
     Py_ssize_t *count)
 {
     Py_ssize_t pos = 0, segments = 0;
-    while (pos <= n) {
-        const char *found = memchr(data + pos, term, (size_t)(n - pos));
-        Py_ssize_t end = found == NULL ? n : found - data;
-        Py_ssize_t start = pos;
-        while (start < end && is_newline(data[start])) {
-            start++;
+    for (;;) {
+        while (pos < n && (data[pos] == term || is_newline(data[pos]))) {
+            pos++;
         }
-        if (found == NULL) {
-            if (start < end) {
-                return -1; /* truncated: the reference reports it */
-            }
+        if (pos == n) {
             break;
         }
-        pos = end + 1;
-        if (start == end) {
-            continue;
+        Py_ssize_t start = pos;
+        ps->size = 0;
+        while (pos < n && data[pos] != term) {
+            if (data[pos] == elem) {
+                if (add_element(ps, data + start, pos - start) < 0) {
+                    return -1;
+                }
+                start = pos + 1;
+            }
+            pos++;
         }
-        if (split_elements(ps, data + start, end - start, elem) < 0) {
+        if (pos == n) {
+            return -1; /* truncated: no terminator (the reference reports it) */
+        }
+        if (add_element(ps, data + start, pos - start) < 0) {
             return -1;
         }
+        pos++;
         long number = first + (long)segments;
         if ((segments == 0 ? st(ps) : segment(ps, number)) < 0) {
             return -1;
@@ -922,7 +951,7 @@ static PyObject *
 result(Parser *ps, Py_ssize_t count)
 {
     PyObject *payer = party_tuple(ps->payer), *payee = party_tuple(ps->payee);
-    PyObject *claims = model_tuple(ps->claims), *plb = model_tuple(ps->plb);
+    PyObject *claims = pop_tuple(&ps->claims), *plb = pop_tuple(&ps->plb);
     PyObject *out = NULL;
     if (payer != NULL && payee != NULL && claims != NULL && plb != NULL) {
         out = Py_BuildValue("(OOOOOOOOOOn)", ps->control, ps->bpr, ps->trn, ps->total_paid,
@@ -964,11 +993,13 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
     ps.payee[3] = Py_NewRef(Py_None);
     ps.effective = Py_NewRef(Py_None);
     ps.production = Py_NewRef(Py_None);
-    ps.claims = PyList_New(0);
-    ps.plb = PyList_New(0);
     Py_ssize_t count = 0;
     PyObject *out = NULL;
-    if (ps.claims != NULL && ps.plb != NULL && ps.payer[2] != NULL && ps.payee[2] != NULL &&
+    int ready = 1;
+    for (int i = 0; i < 4; i++) {
+        ready = ready && ps.payer[i] != NULL && ps.payee[i] != NULL;
+    }
+    if (ready &&
         run(&ps, data, n, (char)elem, (char)term, first, &count) == 0) {
         out = result(&ps, count);
     }
