@@ -222,3 +222,9 @@ def test_hand_picked_edges() -> None:
     ]
     for data in cases:
         assert_same(data)
+
+
+def test_segment_numbers_beyond_a_c_long_use_the_reference() -> None:
+    [(data, delimiters, _)] = transactions(small_835(1, 2))
+    for first in (2**62, 2**63 - 2, 2**70, -5):
+        assert_same(data, delimiters, first)

@@ -969,16 +969,22 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
 {
     const char *data;
     Py_ssize_t n;
-    int elem, component, term;
-    long first;
-    if (!PyArg_ParseTuple(args, "y#CCCl:parse", &data, &n, &elem, &component, &term, &first)) {
+    int elem, component, term, overflow;
+    PyObject *first_segment;
+    if (!PyArg_ParseTuple(args, "y#CCCO!:parse", &data, &n, &elem, &component, &term,
+                          &PyLong_Type, &first_segment)) {
+        return NULL;
+    }
+    long first = PyLong_AsLongAndOverflow(first_segment, &overflow);
+    if (first == -1 && PyErr_Occurred()) {
         return NULL;
     }
     if (make_decimal == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_fast835.configure() was not called");
         return NULL;
     }
-    if (elem > 255 || component > 255 || term > 255) {
+    /* Delimiters are latin-1 characters; segment numbers first..first+n must fit a long. */
+    if (elem > 255 || component > 255 || term > 255 || overflow || first > LONG_MAX - n) {
         Py_RETURN_NONE;
     }
     Parser ps;

@@ -18,6 +18,11 @@ Performance notes (this is the hot path of remittance intake, see
   code, text); the loop turns it into an :class:`X12Error` naming the segment it
   is on, so no per-segment bookkeeping is needed for error messages;
 * amounts, quantities and dates are validated once per distinct text and cached.
+
+:func:`parse_835_bytes` first tries the C fast path (``_fast835.c``, built by
+``pip install``), which tokenizes and builds the same model objects; it declines
+whatever this parser would reject, so this parser stays the reference and the
+only source of error messages (``tests/formats/test_x12_parse835_fast.py``).
 """
 
 from __future__ import annotations
