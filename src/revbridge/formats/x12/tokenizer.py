@@ -163,8 +163,8 @@ class Split:
 
     @property
     def size(self) -> int:
-        if self._size < 0:
-            self._size = self.buf.count(self.sep, 0, self.carry) + self.dangling
+        if self._size < 0:  # fast path: one terminator per segment (see _terminators)
+            self._size = self._terminators(self.buf, 0, self.carry)
         return self._size
 
     @property
@@ -226,13 +226,21 @@ class Split:
         sep, step = self.sep, len(self.sep)
         index, previous = 0, 0
         for position in positions:
-            index += buf.count(sep, previous, position)
+            index += self._terminators(buf, previous, position)
             previous = position
             if position == 0 or buf.startswith(sep, position - step):
                 found.append((index, position))
         if self._size < 0:
-            self._size = index + buf.count(sep, previous, self.carry) + self.dangling
+            self._size = index + self._terminators(buf, previous, self.carry)
         return found
+
+    def _terminators(self, buf: str, start: int, end: int) -> int:
+        """Segments ending in ``buf[start:end]`` (fast path only).
+
+        There every terminator ends one segment: it is followed by ``sep``, or it is the
+        dangling last one.  A one-character count is ~3x cheaper than counting ``sep``.
+        """
+        return buf.count(self.term, start, end)
 
     def _locate_sorted(self, positions: list[int]) -> list[tuple[int, int]]:
         starts = self.starts
