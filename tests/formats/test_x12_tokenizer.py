@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from revbridge.formats.x12 import _fast835, tokenizer
 from revbridge.formats.x12.issues import X12Error
 from revbridge.formats.x12.tokenizer import (
     Delimiters,
@@ -211,3 +212,20 @@ def test_candidates_find_every_needle_occurrence(text: str, sep: str, elem: str)
             expected.append(position + len(sep))
             position = text.find(sep + needle, position + 1)
     assert split.candidates(text, needles) == sorted(expected)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(alphabet="~~~\n\r*aé\u0100\U0001f600", max_size=40),
+    term=st.sampled_from(["~", "*", "é", "\u0100", "\U0001f600"]),
+)
+def test_c_separator_scan_equals_the_python_one(text: str, term: str) -> None:
+    assert tokenizer._separator_after is _fast835.separator_after  # the extension is built
+    assert _fast835.separator_after(text, term) == tokenizer._python_separator_after(text, term)
+
+
+def test_c_separator_scan_on_typical_buffers() -> None:
+    for body in ("ISA~GS~ST~", "ISA~\nGS~\nST~\n", "ISA~\r\nGS~\r\nST~", "A~\nB~\n~\nC~\n", "A~B"):
+        for text in (body, body + "\r", "~" + body, body.replace("S", "\n")):
+            expected = tokenizer._python_separator_after(text, "~")
+            assert _fast835.separator_after(text, "~") == expected

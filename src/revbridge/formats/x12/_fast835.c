@@ -1,4 +1,5 @@
 /* Fast path of parse835.parse_835_bytes: tokenize one ST..SE and build the model in C.
+ * (Also one helper of the streaming tokenizer, separator_after, at the end.)
  *
  * The pure-Python parser (parse835.py) is the reference.  This module handles well-formed
  * input only: whenever the reference would raise (bad value, missing segment, truncated
@@ -1016,11 +1017,126 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
     return out;
 }
 
+/* -- tokenizer helper -------------------------------------------------------------------- */
+
+/* What tokenizer._separator_after needs to know about a buffer, found in one pass. */
+typedef struct {
+    Py_ssize_t newlines, returns, terms, term_lf, term_crlf;
+    int double_term, double_term_lf, double_term_crlf;
+} Separators;
+
+/* Character i of the str, or -1 past its end. */
+static inline long long
+char_at(const void *data, int kind, Py_ssize_t n, Py_ssize_t i)
+{
+    return i < n ? (long long)PyUnicode_READ(kind, data, i) : -1;
+}
+
+/* Inlined with a constant kind in separator_after, so each kind gets its own loop. */
+static inline void
+count_separators(const void *data, int kind, Py_ssize_t n, long long term, Separators *out)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long c = PyUnicode_READ(kind, data, i);
+        if (c == '\n') {
+            out->newlines++;
+        }
+        else if (c == '\r') {
+            out->returns++;
+        }
+        else if (c == term) {
+            out->terms++;
+            long long next = char_at(data, kind, n, i + 1);
+            out->double_term |= next == term;
+            if (next == '\n') {
+                out->term_lf++;
+                out->double_term_lf |= char_at(data, kind, n, i + 2) == term &&
+                                       char_at(data, kind, n, i + 3) == '\n';
+            }
+            else if (next == '\r' && char_at(data, kind, n, i + 2) == '\n') {
+                out->term_crlf++;
+                out->double_term_crlf |= char_at(data, kind, n, i + 3) == term &&
+                                         char_at(data, kind, n, i + 4) == '\r' &&
+                                         char_at(data, kind, n, i + 5) == '\n';
+            }
+        }
+    }
+}
+
+/* tokenizer._python_separator_after in one pass: what follows every terminator of buf
+ * ("~", "~\n" or "~\r\n" for term "~"), or None.  term is one character, not CR or LF. */
+static PyObject *
+separator_after(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *buf, *term_str;
+    if (!PyArg_ParseTuple(args, "UU:separator_after", &buf, &term_str)) {
+        return NULL;
+    }
+    if (PyUnicode_READY(buf) < 0 || PyUnicode_READY(term_str) < 0) {
+        return NULL;
+    }
+    if (PyUnicode_GET_LENGTH(term_str) != 1) {
+        PyErr_SetString(PyExc_ValueError, "the terminator must be one character");
+        return NULL;
+    }
+    long long term = PyUnicode_READ_CHAR(term_str, 0);
+    if (term == '\r' || term == '\n') {
+        PyErr_SetString(PyExc_ValueError, "the terminator must not be CR or LF");
+        return NULL;
+    }
+    const void *data = PyUnicode_DATA(buf);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(buf);
+    Separators c = {0};
+    switch (PyUnicode_KIND(buf)) {
+    case PyUnicode_1BYTE_KIND:
+        count_separators(data, PyUnicode_1BYTE_KIND, n, term, &c);
+        break;
+    case PyUnicode_2BYTE_KIND:
+        count_separators(data, PyUnicode_2BYTE_KIND, n, term, &c);
+        break;
+    default:
+        count_separators(data, PyUnicode_4BYTE_KIND, n, term, &c);
+    }
+    const char *suffix;
+    int doubled;
+    if (c.newlines == 0 && c.returns == 0) {
+        suffix = "";
+        doubled = c.double_term;
+    }
+    else if (c.returns == 0 && c.term_lf == c.newlines) {
+        suffix = "\n";
+        doubled = c.double_term_lf;
+    }
+    else if (c.returns == c.newlines && c.term_crlf == c.newlines) {
+        suffix = "\r\n";
+        doubled = c.double_term_crlf;
+    }
+    else {
+        Py_RETURN_NONE;
+    }
+    long long last = char_at(data, PyUnicode_KIND(buf), n, n - 1);
+    int dangling = n > 0 && (last == term || (last == '\r' && n > 1 &&
+                                              char_at(data, PyUnicode_KIND(buf), n, n - 2) == term));
+    if ((*suffix && c.terms != c.newlines + dangling) || doubled ||
+        (n > 0 && char_at(data, PyUnicode_KIND(buf), n, 0) == term)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *tail = PyUnicode_FromString(suffix);
+    if (tail == NULL) {
+        return NULL;
+    }
+    PyObject *sep = PyUnicode_Concat(term_str, tail);
+    Py_DECREF(tail);
+    return sep;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(make_decimal, adjustment, service_line, claim_payment, provider_adjustment)"},
     {"parse", parse, METH_VARARGS,
      "parse(data, element, component, segment, first_segment) -> tuple | None"},
+    {"separator_after", separator_after, METH_VARARGS,
+     "separator_after(buf, term) -> str | None (tokenizer._python_separator_after)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate, count
@@ -355,6 +355,14 @@ def _fast_separator(buf: str, term: str) -> str | None:
     if term in NEWLINES:
         other = "\r" if term == "\n" else "\n"
         return None if other in buf or term + term in buf else term
+    return _separator_after(buf, term)
+
+
+def _python_separator_after(buf: str, term: str) -> str | None:
+    """:func:`_fast_separator` for a terminator that is not CR or LF (pure Python).
+
+    The reference of ``_fast835.separator_after``, which does it in one pass.
+    """
     newlines = buf.count("\n")
     returns = buf.count("\r") if "\r" in buf else 0  # "in" is a memchr, count is not
     if not newlines and not returns:
@@ -371,6 +379,15 @@ def _fast_separator(buf: str, term: str) -> str | None:
     if sep + sep in buf or buf.startswith(term):
         return None
     return sep
+
+
+_separator_after: Callable[[str, str], str | None] = _python_separator_after
+try:
+    from revbridge.formats.x12 import _fast835
+except ImportError:  # installed without the C extension
+    pass
+else:
+    _separator_after = _fast835.separator_after
 
 
 def _isa_changes(buf: str, sep: str, delims: Delimiters) -> bool:
