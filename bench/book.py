@@ -203,7 +203,13 @@ def ingest_rows(quick: bool) -> list[Row]:
 
 def parse_rows(quick: bool) -> list[Row]:
     """X12 835 parsing beside a naive split (raw limit) and pyx12 (peer)."""
-    from bench_x12_parse import best_of, naive_split, parse_and_check, pyx12_reader
+    from bench_x12_parse import (
+        best_of,
+        naive_split,
+        parse_and_check,
+        parse_check_normalise,
+        pyx12_reader,
+    )
     from revbridge.formats.x12.synthetic import synthetic_835
 
     title = "parse"
@@ -239,31 +245,6 @@ def parse_rows(quick: bool) -> list[Row]:
             note=f"{rates['normalise'] / naive:.0%} of naive split"),
         Row(title, "HL7 v2 parse (peer: python-hl7)", None, "messages/s", note=NOT_BUILT),
     ]  # fmt: skip
-
-
-def parse_check_normalise(path: Path) -> int:
-    """Scan, parse, balance-check and normalise to canonical events (no store); claims."""
-    from revbridge.formats.x12.envelope import scan
-    from revbridge.normalise.x12_835 import Normalised, UnitInput, normalise_835
-
-    data = path.read_bytes()
-    claims = 0
-    with path.open("rb") as stream:
-        for tx in scan(stream).transactions:
-            unit = UnitInput(
-                data[tx.start : tx.end],
-                tx.delimiters.encode(),
-                tx.first_segment,
-                1,
-                1,
-                "bench",
-                tx.content_hash,
-            )
-            result = normalise_835(unit, datetime.now(UTC))
-            if not isinstance(result, Normalised):
-                raise RuntimeError(f"normalise rejected a bench transaction: {result}")
-            claims += int(result.events[0].data["claim_count"])
-    return claims
 
 
 def e2e_rows(quick: bool) -> list[Row]:

@@ -8,6 +8,7 @@ from revbridge.formats.x12.balance import check_835
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.model835 import Remittance835
 from revbridge.formats.x12.parse835 import parse_835_bytes
+from revbridge.formats.x12.tokenizer import Delimiters
 
 
 def parse_file(data: bytes) -> Remittance835:
@@ -49,3 +50,31 @@ def test_claim_status_and_patient_responsibility(worked_example: bytes) -> None:
     assert codes(bad_status) == [("bad_claim_status", "error")]
     bad_pr = replace(r, claims=(replace(first, patient_responsibility=Decimal(1)), *r.claims[1:]))
     assert codes(bad_pr) == [("patient_responsibility_mismatch", "warning")]
+
+
+def test_line_adjustments_feed_the_claim_sums_and_legacy_warnings() -> None:
+    segments = [
+        "ST*835*0042",
+        "BPR*I*60*C*ACH*CCP*01*021000021*DA*123*1999999999**01*071000013*DA*987*20250106",
+        "TRN*1*T1*1999999999",
+        "CLP*A*1*100*60*31.50*12*ICN",
+        "CAS*PR*3*1.50",
+        "SVC*HC:1*70*41",
+        "CAS*CR*45*20",
+        "CAS*PR*2*10.00",
+        "SVC*HC:2*30*20",
+        "CAS*PR*1*8",
+        "SE*11*0042",
+    ]
+    r = parse_835_bytes(("~".join(segments) + "~").encode(), Delimiters())
+    issues = check_835(r)
+    assert [(i.code, i.segment_number) for i in issues] == [
+        ("line_unbalanced", 6),  # 70 - 30.00 != 41
+        ("legacy_cas_cr", 7),
+        ("line_unbalanced", 9),  # 30 - 8 != 20
+        ("claim_unbalanced", 4),  # 100 - (1.50 + 30.00 + 8) = 60.50
+        ("patient_responsibility_mismatch", 4),  # PR: 1.50 + 10.00 + 8 = 19.50
+    ]
+    assert "adjustments 30.00 = 40.00" in issues[0].message
+    assert "adjustments 39.50 = 60.50" in issues[3].message
+    assert "PR adjustments total 19.50" in issues[4].message

@@ -3,8 +3,12 @@ from __future__ import annotations
 import hashlib
 import io
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.synthetic import synthetic_835
+from revbridge.formats.x12.tokenizer import iter_segments
 
 
 def codes(items: object) -> list[str]:
@@ -116,3 +120,29 @@ def test_many_transactions_and_interchanges() -> None:
     for t in report.transactions:
         assert t.issues == ()
         assert hashlib.sha256(data[t.start : t.end]).hexdigest() == t.content_hash
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    newline=st.sampled_from(["", "\n", "\r\n"]),
+    tail=st.sampled_from(["", "\n", "\r\n", "\r"]),
+    dropped=st.integers(0, 4),
+    chunk=st.sampled_from([7, 300, 1 << 20]),
+)
+def test_scan_numbers_segments_like_the_tokenizer(
+    newline: str, tail: str, dropped: int, chunk: int
+) -> None:
+    """Segment numbers of the envelope scan (counted, not split) equal the tokenizer's."""
+    data = synthetic_835(seed=7, claims=6, claims_per_transaction=3)
+    pieces = data.decode("latin-1").split("~\n")[:-1]  # the last piece is empty
+    pieces = pieces[: len(pieces) - dropped]
+    text = "".join(p + "~" + newline for p in pieces[:-1]) + pieces[-1] + "~" + tail
+    data = text.encode("latin-1")
+    segs = [s for s, _ in iter_segments(io.BytesIO(data), chunk)]
+    report = scan(io.BytesIO(data), chunk)
+    starts = [s.number for s in segs if s.id == "ST"]
+    assert [t.first_segment for t in report.transactions] == starts
+    ends = [s.number for s in segs if s.id == "SE"]
+    assert [t.first_segment + t.segment_count - 1 for t in report.transactions][: len(ends)] == ends
+    for issue in report.issues:  # "file ends before GE/IEA" names the segment after the last
+        assert issue.code == "truncated" and issue.segment_number == len(segs) + 1

@@ -4,11 +4,15 @@ import io
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from revbridge.formats.x12 import _fast835, tokenizer
 from revbridge.formats.x12.issues import X12Error
 from revbridge.formats.x12.tokenizer import (
     Delimiters,
     Segment,
+    Split,
     delimiters_from_isa,
     iter_segments,
     segments_from_bytes,
@@ -189,3 +193,39 @@ def test_segment_equality_and_repr() -> None:
     assert a != Segment(2, 0, 4, ["LX", "1"])
     assert hash(a) == hash(Segment(1, 0, 4, ["LX", "1"]))
     assert "LX" in repr(a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet="~\n\r*:SETIAGX", max_size=80),
+    sep=st.sampled_from(["~", "~\n", "~\r\n"]),
+    elem=st.sampled_from(["*", ":", "S"]),
+)
+def test_candidates_find_every_needle_occurrence(text: str, sep: str, elem: str) -> None:
+    """The one-regex scan of Split.candidates equals one str.find loop per needle."""
+    needles = [sid + elem for sid in ("ISA", "IEA", "GS", "GE", "ST", "SE")]
+    split = Split(None, None, len(text), sep, buf=text, term="~")
+    expected = [0] if text.startswith(tuple(needles)) else []
+    for needle in needles:
+        position = text.find(sep + needle)
+        while position != -1:
+            expected.append(position + len(sep))
+            position = text.find(sep + needle, position + 1)
+    assert split.candidates(text, needles) == sorted(expected)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(alphabet="~~~\n\r*aé\u0100\U0001f600", max_size=40),
+    term=st.sampled_from(["~", "*", "é", "\u0100", "\U0001f600"]),
+)
+def test_c_separator_scan_equals_the_python_one(text: str, term: str) -> None:
+    assert tokenizer._separator_after is _fast835.separator_after  # the extension is built
+    assert _fast835.separator_after(text, term) == tokenizer._python_separator_after(text, term)
+
+
+def test_c_separator_scan_on_typical_buffers() -> None:
+    for body in ("ISA~GS~ST~", "ISA~\nGS~\nST~\n", "ISA~\r\nGS~\r\nST~", "A~\nB~\n~\nC~\n", "A~B"):
+        for text in (body, body + "\r", "~" + body, body.replace("S", "\n")):
+            expected = tokenizer._python_separator_after(text, "~")
+            assert _fast835.separator_after(text, "~") == expected

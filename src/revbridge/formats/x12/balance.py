@@ -107,8 +107,13 @@ def _check_bpr(r: Remittance835, issues: list[X12Issue]) -> None:
 # -- claims -------------------------------------------------------------------------------
 
 
+_NO_SUMS = (ZERO, ZERO, False)
+
+
 def _sums(adjustments: tuple[Adjustment, ...]) -> tuple[Decimal, Decimal, bool]:
     """Total, patient-responsibility (PR) total and "has a legacy CR group" in one pass."""
+    if not adjustments:  # most claims: the adjustments are on the service lines
+        return _NO_SUMS
     total = patient = ZERO
     legacy = False
     for a in adjustments:
@@ -137,10 +142,22 @@ def _check_claim(r: Remittance835, claim: ClaimPayment, issues: list[X12Issue]) 
             )
         )
     adjusted, patient, legacy = _sums(claim.adjustments)
-    for line in claim.lines:
-        line_adjusted, line_patient = _check_line(tx, line, issues)
+    for line in claim.lines:  # the service lines and their sums, inlined: the hot path
+        line_adjusted = ZERO
+        line_legacy = False
+        for a in line.adjustments:
+            amount = a.amount
+            line_adjusted += amount
+            group = a.group
+            if group == "PR":
+                patient += amount  # exact: the order of the additions does not matter
+            elif group == "CR":
+                line_legacy = True
+        if line.charge - line_adjusted != line.paid:
+            _line_unbalanced(tx, line, line_adjusted, issues)
+        if line_legacy:
+            _check_groups(tx, line.adjustments, issues)
         adjusted += line_adjusted
-        patient += line_patient
     if claim.charge - adjusted != claim.paid:
         issues.append(
             make_issue(
@@ -170,24 +187,18 @@ def _check_claim(r: Remittance835, claim: ClaimPayment, issues: list[X12Issue]) 
         _check_groups(tx, claim.adjustments, issues)
 
 
-def _check_line(tx: str, line: ServiceLine, issues: list[X12Issue]) -> tuple[Decimal, Decimal]:
-    """Balance one service line; returns its adjustment and PR totals."""
-    adjusted, patient, legacy = _sums(line.adjustments)
-    if line.charge - adjusted != line.paid:
-        issues.append(
-            make_issue(
-                "line_unbalanced",
-                f"service line {line.procedure}: SVC02 {line.charge} - adjustments {adjusted} "
-                f"= {line.charge - adjusted}, but SVC03 is {line.paid}",
-                line.segment_number,
-                "SVC",
-                "SVC03",
-                transaction=tx,
-            )
+def _line_unbalanced(tx: str, line: ServiceLine, adjusted: Decimal, issues: list[X12Issue]) -> None:
+    issues.append(
+        make_issue(
+            "line_unbalanced",
+            f"service line {line.procedure}: SVC02 {line.charge} - adjustments {adjusted} "
+            f"= {line.charge - adjusted}, but SVC03 is {line.paid}",
+            line.segment_number,
+            "SVC",
+            "SVC03",
+            transaction=tx,
         )
-    if legacy:
-        _check_groups(tx, line.adjustments, issues)
-    return adjusted, patient
+    )
 
 
 def _check_groups(tx: str, adjustments: tuple[Adjustment, ...], issues: list[X12Issue]) -> None:
