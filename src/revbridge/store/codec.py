@@ -225,29 +225,36 @@ def amount_to_text(value: Decimal) -> str:
     return str(value)
 
 
-def line_values(line: JournalLine) -> tuple[str, str, str, str, str, str]:
-    """(account, debit, credit, description, dimensions JSON, source JSON) of a line."""
-    return (
-        line.account,
-        amount_to_text(line.debit),
-        amount_to_text(line.credit),
-        line.description,
-        to_json(line.dimensions),
-        to_json(line.source),
-    )
+def lines_to_json(lines: Sequence[JournalLine]) -> str:
+    """A journal's lines as one JSON document (one column of its row, not a row per line)::
 
+        {"dimensions": [{...}, ...], "sources": [{...}, ...],
+         "lines": [[account, debit, credit, description, dimensions no, source no], ...]}
 
-def line_from_values(values: Sequence[str]) -> JournalLine:
-    """The inverse of ``line_values``."""
-    account, debit, credit, description, dimensions, source = values
-    return JournalLine(
-        account=account,
-        debit=Decimal(debit),
-        credit=Decimal(credit),
-        description=description,
-        dimensions=string_map(dimensions),
-        source=string_map(source),
-    )
+    Amounts are ``str(Decimal)``; a dimension set or source several lines hold (the very
+    same mapping: a journal's lines share a few dimension sets, a posting pair its source)
+    is written once and named by its index.
+    """
+    dimensions: dict[int, int] = {}
+    sources: dict[int, int] = {}
+    shared: list[Mapping[str, str]] = []
+    origins: list[Mapping[str, str]] = []
+    rows = []
+    texts = True  # accounts and descriptions all str: the rows need no checking walk
+    for line in lines:
+        texts = texts and type(line.account) is str and type(line.description) is str
+        d = dimensions.get(id(line.dimensions))
+        if d is None:
+            d = dimensions[id(line.dimensions)] = len(shared)
+            shared.append(line.dimensions)
+        s = sources.get(id(line.source))
+        if s is None:
+            s = sources[id(line.source)] = len(origins)
+            origins.append(line.source)
+        debit, credit = amount_to_text(line.debit), amount_to_text(line.credit)
+        rows.append([line.account, debit, credit, line.description, d, s])
+    written = _fast_encode(rows).decode() if texts else to_json(rows)
+    return f'{{"dimensions":{to_json(shared)},"sources":{to_json(origins)},"lines":{written}}}'
 
 
 # ---------------------------------------------------------------- many rows at once
@@ -320,34 +327,36 @@ class Reading:
             built.append(new_stored_event(position, event))
         return built
 
-    def lines(self, rows: Iterable[Sequence[Any]]) -> tuple[JournalLine, ...]:
-        """``line_from_values`` of rows (journal key, then ``line_values``' six columns),
-        sharing repeated dimensions, sources and amounts. The lookups are written out: this
-        runs for every line of every journal read."""
-        maps, amounts = self._maps, self._amounts
+    def lines(self, text: str) -> tuple[JournalLine, ...]:
+        """The lines of a ``lines_to_json`` document, sharing repeated amounts (and, as
+        written, dimension sets and sources). The lookups are written out: this runs for
+        every line of every journal read."""
+        document = json_object(text)
+        dimensions = [_strings(value) for value in document["dimensions"]]
+        sources = [_strings(value) for value in document["sources"]]
+        amounts = self._amounts
         built = []
-        for row in rows:
-            _, account, debit_text, credit_text, description, dimensions_text, source_text = row
+        for account, debit_text, credit_text, description, d, s in document["lines"]:
             debit = amounts.get(debit_text)
             if debit is None:
                 debit = self.amount(debit_text)
             credit = amounts.get(credit_text)
             if credit is None:
                 credit = self.amount(credit_text)
-            dimensions = maps.get(dimensions_text)
-            if dimensions is None:
-                dimensions = self.string_map(dimensions_text)
-            source = maps.get(source_text)
-            if source is None:
-                source = self.string_map(source_text)
-            built.append(new_line(account, debit, credit, description, dimensions, source))
+            built.append(new_line(account, debit, credit, description, dimensions[d], sources[s]))
         return tuple(built)
 
 
+def _strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("stored JSON is not an object")
+    return cast("dict[str, str]", value)
+
+
 class Writing:
-    """One write of many rows: a document several rows hold (the very same object, as the
-    lines of a journal share dimensions and a posting pair shares its source) is encoded
-    once. Only for the duration of one write, while nothing changes the documents."""
+    """One write of many rows: a document several rows hold (the very same object, as a
+    claim's events share their keys) is encoded once. Only for the duration of one write,
+    while nothing changes the documents."""
 
     __slots__ = ("_micros", "_texts")
 
@@ -368,14 +377,3 @@ class Writing:
         if found is None or found[0] is not value:
             found = self._texts[id(value)] = (value, to_json(value))
         return found[1]
-
-    def line_values(self, line: JournalLine) -> tuple[str, str, str, str, str, str]:
-        """``line_values``, encoding shared dimensions and sources once."""
-        return (
-            line.account,
-            amount_to_text(line.debit),
-            amount_to_text(line.credit),
-            line.description,
-            self.to_json(line.dimensions),
-            self.to_json(line.source),
-        )
