@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
@@ -104,7 +105,16 @@ def _fast_object(value: dict[Any, Any]) -> bool:
 
 
 def _fast_array(value: list[Any]) -> bool:
-    return _FAST_SCALARS.issuperset(map(type, value)) or all(_fast_ok(item) for item in value)
+    return (
+        _FAST_SCALARS.issuperset(map(type, value))
+        or all(  # the usual nested array: flat objects (a claim's lines, its adjustments)
+            type(item) is dict
+            and _STR.issuperset(map(type, item))
+            and _FAST_SCALARS.issuperset(map(type, item.values()))
+            for item in value
+        )
+        or all(_fast_ok(item) for item in value)
+    )
 
 
 def from_json(text: str) -> Any:
@@ -235,26 +245,53 @@ def lines_to_json(lines: Sequence[JournalLine]) -> str:
     same mapping: a journal's lines share a few dimension sets, a posting pair its source)
     is written once and named by its index.
     """
-    dimensions: dict[int, int] = {}
-    sources: dict[int, int] = {}
+    dimension_no: dict[int, int] = {}
+    source_no: dict[int, int] = {}
     shared: list[Mapping[str, str]] = []
     origins: list[Mapping[str, str]] = []
     rows = []
-    texts = True  # accounts and descriptions all str: the rows need no checking walk
     for line in lines:
-        texts = texts and type(line.account) is str and type(line.description) is str
-        d = dimensions.get(id(line.dimensions))
+        dimensions, source = line.dimensions, line.source
+        d = dimension_no.get(id(dimensions))
         if d is None:
-            d = dimensions[id(line.dimensions)] = len(shared)
-            shared.append(line.dimensions)
-        s = sources.get(id(line.source))
+            d = dimension_no[id(dimensions)] = len(shared)
+            shared.append(dimensions)
+        s = source_no.get(id(source))
         if s is None:
-            s = sources[id(line.source)] = len(origins)
-            origins.append(line.source)
-        debit, credit = amount_to_text(line.debit), amount_to_text(line.credit)
-        rows.append([line.account, debit, credit, line.description, d, s])
-    written = _fast_encode(rows).decode() if texts else to_json(rows)
-    return f'{{"dimensions":{to_json(shared)},"sources":{to_json(origins)},"lines":{written}}}'
+            s = source_no[id(source)] = len(origins)
+            origins.append(source)
+        rows.append((line.account, line.debit, line.credit, line.description, d, s))
+    written = _fast_encode(rows).decode() if _plain_lines(lines) else to_json(rows)
+    return (
+        f'{{"dimensions":{_maps_json(shared)},"sources":{_maps_json(origins)},"lines":{written}}}'
+    )
+
+
+def _plain_lines(lines: Sequence[JournalLine]) -> bool:
+    """Whether every amount is a Decimal (else ``TypeError``) and every account and
+    description a str: then the rows go to msgspec unchecked (it writes a Decimal as
+    ``str(Decimal)``, as ``plain`` does)."""
+    for line in lines:
+        if type(line.debit) is not Decimal or type(line.credit) is not Decimal:
+            amount_to_text(line.debit)
+            amount_to_text(line.credit)
+    return _STR.issuperset(map(type, map(_ACCOUNT, lines))) and _STR.issuperset(
+        map(type, map(_DESCRIPTION, lines))
+    )
+
+
+_ACCOUNT = attrgetter("account")
+_DESCRIPTION = attrgetter("description")
+
+
+def _maps_json(maps: list[Mapping[str, str]]) -> str:
+    """``to_json`` of a list of string maps, checked without the general walk."""
+    if all(
+        type(m) is dict and _STR.issuperset(map(type, m)) and _STR.issuperset(map(type, m.values()))
+        for m in maps
+    ):
+        return _fast_encode(maps).decode()
+    return to_json(maps)
 
 
 # ---------------------------------------------------------------- many rows at once
