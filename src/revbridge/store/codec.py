@@ -100,7 +100,7 @@ def _fast_object(value: dict[Any, Any]) -> bool:
     if not _STR.issuperset(map(type, value)):
         return False
     return _FAST_SCALARS.issuperset(map(type, value.values())) or all(
-        _fast_ok(item) for item in value.values()
+        type(item) in _FAST_SCALARS or _fast_ok(item) for item in value.values()
     )
 
 
