@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from revbridge.domain.events import Event, EventType
 from revbridge.domain.journal import Journal, JournalLine, posting_pair
@@ -156,8 +156,7 @@ def _apply(ctx: _Context, event: Event) -> None:
         _provider(ctx, event)
 
 
-@dataclass(frozen=True, slots=True)
-class _Adjusted:
+class _Adjusted(NamedTuple):  # a tuple: one is made per adjustment, cheaply
     """One CAS adjustment: inside its claim's event (``segment`` its CAS segment) or an
     ``adjustment.booked`` event of its own (``segment`` None: the event's)."""
 
