@@ -15,6 +15,11 @@ stage and end to end, beside the raw limits measured in the same run:
 
 Stage figures are claims / time spent in that stage's job handlers; end to end is claims
 / (ingest + the worker's whole run, job claiming included).
+
+"events" counts stored event rows. Since mapping ``x12_835/2`` a claim's CAS adjustments
+travel inside its claim event, so that is about one per claim (plus one per remittance,
+PLB, journal prepared and posted), not ≈ 7.7 as under ``x12_835/1``; the rows are larger.
+The SQLite insert limit is measured for that many rows of the old event size (420 bytes).
 """
 
 from __future__ import annotations

@@ -86,7 +86,10 @@ def test_trace_from_claim_to_segments_events_and_lines(app: bootstrap.App) -> No
         "CLP*ACCT0900*1*800*520**12*ICN-A-0900B*13*1",
         "CAS*CO*45*280",
     ]
-    assert {e["type"] for e in result.events} >= {"claim.adjudicated", "adjustment.booked"}
+    [claim] = [e for e in result.events if e["type"] == "claim.adjudicated"]
+    assert [(a["group"], a["reason"], a["amount"]) for a in claim["data"]["adjustments"]] == [
+        ("CO", "45", "280.00")
+    ]
     assert [j["key"] for j in result.journals] == ["835:1999999999:EFT20250106A:RHS:correction"]
     assert back.journals[0]["erp_document_id"]
     assert any(s["text"].startswith("CLP*ACCT0900*1") for s in back.segments)

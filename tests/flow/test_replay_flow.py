@@ -123,7 +123,7 @@ def test_cli_dry_run_apply_and_json_shape(cli: CliRunner) -> None:
     )
     assert {"summary", "payments", "skipped", "dry_run", "applied", "approval"} <= set(out)
     assert (out["mapping_version"], out["rule_version"], out["dry_run"]) == (
-        "x12_835/1",
+        "x12_835/2",
         "2025.2",
         True,
     )

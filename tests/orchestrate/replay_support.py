@@ -10,6 +10,7 @@ from pathlib import Path
 from revbridge import bootstrap
 from revbridge.domain.journal import Journal
 from revbridge.ingest.x12_files import ingest_file
+from revbridge.normalise.x12_835 import MAPPING_VERSION
 from revbridge.orchestrate.replay import ReplayResult, Selection, Versions, load_rule_set
 from revbridge.store.base import JournalRecord
 from tests.conftest import WORKED_EXAMPLE
@@ -58,7 +59,7 @@ def second_payment(folder: Path) -> Path:
 def dry_run(app: bootstrap.App, rules: Path, selection: Selection | None = None) -> ReplayResult:
     replayer = app.replayer()
     selected = replayer.select(selection or Selection(everything=True))
-    return replayer.dry_run(selected, Versions("x12_835/1", load_rule_set(rules)))
+    return replayer.dry_run(selected, Versions(MAPPING_VERSION, load_rule_set(rules)))
 
 
 def journals(app: bootstrap.App) -> dict[str, JournalRecord]:

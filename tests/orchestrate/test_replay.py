@@ -14,7 +14,14 @@ from revbridge import bootstrap
 from revbridge.domain.events import EventType
 from revbridge.domain.journal import JournalStatus
 from revbridge.errors import ActionRefused
-from revbridge.normalise.x12_835 import Normalised, Rejected, UnitInput, normalise_835
+from revbridge.normalise.x12_835 import (
+    FLAT_MAPPING_VERSION,
+    MAPPING_VERSION,
+    Normalised,
+    Rejected,
+    UnitInput,
+    normalise_835,
+)
 from revbridge.orchestrate import replay
 from revbridge.orchestrate.approvals import Approvals
 from revbridge.orchestrate.replay import Outcome, Selection, Versions, load_rule_set
@@ -128,7 +135,7 @@ def test_apply_is_audited_and_its_events_say_what_they_reverse(
     rules = rules_file(app, "2025.2", L6_TO_6890)
     app.replayer().apply(dry_run(app, rules), "alice", approvals)
     with app.store.unit_of_work() as uow:
-        [entry] = uow.audit.for_subject("replay", "x12_835/1@2025.2")
+        [entry] = uow.audit.for_subject("replay", f"{MAPPING_VERSION}@2025.2")
         prepared = [
             s.event.data["replay"]
             for s in uow.events.by_key(PAYMENT)
@@ -227,6 +234,22 @@ def _without_the_reversal(unit: UnitInput, at: datetime) -> Normalised | Rejecte
     return dataclasses.replace(result, events=[dataclasses.replace(header, data=data), *kept])
 
 
+def test_the_flat_mapping_gives_an_event_per_adjustment_and_the_same_journals(
+    app: bootstrap.App,
+) -> None:
+    """Mapping x12_835/1 (an adjustment.booked event per CAS triplet) and x12_835/2 (a
+    claim's adjustments inside its event) differ in events only: the journals are equal."""
+    post(app, WORKED_EXAMPLE)
+    replayer = app.replayer()
+    versions = Versions(FLAT_MAPPING_VERSION, load_rule_set(configured_rules(app)))
+    result = replayer.dry_run(replayer.select(Selection(everything=True)), versions)
+    [payment] = result.payments
+    added = [e.type for e in payment.events if e.change is EventChange.ADDED]
+    assert added and set(added) == {EventType.ADJUSTMENT_BOOKED}
+    assert {j.change for j in payment.journals} == {JournalChange.UNCHANGED}
+    assert payment.to_post == ()
+
+
 def test_a_mapping_that_drops_events_shows_them_and_reverses_the_gone_journal(
     app: bootstrap.App, approvals: Approvals, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,10 +260,7 @@ def test_a_mapping_that_drops_events_shows_them_and_reverses_the_gone_journal(
     result = replayer.dry_run(replayer.select(Selection(everything=True)), versions)
     [payment] = result.payments
     removed = [(e.change, e.type) for e in payment.events if e.change is EventChange.REMOVED]
-    assert removed == [
-        (EventChange.REMOVED, EventType.CLAIM_REVERSED),
-        (EventChange.REMOVED, EventType.ADJUSTMENT_BOOKED),
-    ]
+    assert removed == [(EventChange.REMOVED, EventType.CLAIM_REVERSED)]  # its CAS inside
     [changed] = [e for e in payment.events if e.change is EventChange.CHANGED]
     assert (changed.type, dict(changed.fields)) == (
         EventType.REMITTANCE_RECEIVED,
@@ -276,7 +296,7 @@ def test_bulk_replay_waits_for_a_second_person(
     assert len(records) == len(before) + 4
     assert {r.status for r in records.values()} == {JournalStatus.POSTED}
     with app.store.unit_of_work() as uow:
-        [entry] = uow.audit.for_subject("replay", "x12_835/1@2025.2")
+        [entry] = uow.audit.for_subject("replay", f"{MAPPING_VERSION}@2025.2")
     assert (entry.actor, entry.detail["requested_by"]) == ("bob", "alice")
 
 

@@ -63,13 +63,24 @@ def test_naive_instants_are_refused() -> None:
         codec.to_micros(datetime(2025, 1, 1))
 
 
-def test_journal_line_round_trip() -> None:
-    line = JournalLine(
-        "1200", Decimal("10.50"), Decimal("0.00"), "cash", {"payer": "X"}, {"c": "1"}
+def test_journal_lines_round_trip() -> None:
+    dims, source = {"payer": "X"}, {"c": "1"}
+    lines = (
+        JournalLine("1200", Decimal("10.50"), Decimal("0.00"), "cash", dims, source),
+        JournalLine("1100", Decimal("0.00"), Decimal("10.50"), "cash", dims, source),
+        JournalLine("4000", Decimal("0"), Decimal("2"), "", {}, {"c": "2"}),
     )
-    back = codec.line_from_values(codec.line_values(line))
-    assert back == line
-    assert str(back.debit) == "10.50"
+    text = codec.lines_to_json(lines)
+    back = codec.Reading().lines(text)
+    assert back == lines
+    assert [str(line.debit) for line in back] == ["10.50", "0.00", "0"]
+    assert text.count('"payer"') == 1  # a dimension set the lines share is written once
+
+
+def test_journal_lines_refuse_float_amounts() -> None:
+    line = JournalLine("1200", 10.5, Decimal("0"), "cash")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        codec.lines_to_json([line])
 
 
 def test_amounts_must_be_decimal() -> None:

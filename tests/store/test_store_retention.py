@@ -25,7 +25,7 @@ from psycopg import conninfo, sql
 from revbridge import bootstrap
 from revbridge.config import load_config
 from revbridge.domain.events import Event, SourceRef
-from revbridge.domain.journal import JournalStatus
+from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, StoreError
 from revbridge.ingest.x12_files import ingest_file
 from revbridge.observe.trace import trace
@@ -38,7 +38,7 @@ from revbridge.orchestrate.retention import (
 )
 from revbridge.post.parquet_export import ParquetExport
 from revbridge.sample import write_sample
-from revbridge.store import postgres, sqlite
+from revbridge.store import codec, postgres, sqlite
 from revbridge.store.base import (
     Family,
     MonthPartition,
@@ -461,15 +461,39 @@ def version_2_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path
     return pg
 
 
-def fill(
-    uow: UnitOfWork, add_raw: AddRaw, new_unit: MakeUnit, make_event: MakeEvent, journal: Any
-) -> None:
-    """Three raw messages with a unit, an event and a journal each (journals name units)."""
+def fill(uow: UnitOfWork, add_raw: AddRaw, new_unit: MakeUnit, make_event: MakeEvent) -> None:
+    """Three raw messages with a unit and an event each."""
     for number in range(3):
         raw = add_raw(uow, f"ISA*{number}*".encode() * 1000, name=f"f{number}.835")
         unit = uow.units.add(new_unit(raw.id, f"K-{number}", raw.sha256.encode()))
         uow.events.append([event_from(make_event, unit.id, raw.id, keys={"claim": f"C-{number}"})])
-        uow.journals.add(journal(f"J-{number}"), target="gl", unit_id=unit.id)
+
+
+def add_version_2_journal(store: Store, journal: Journal, unit_id: int) -> None:
+    """A journal as schema versions 1 to 4 stored it: its row, and a row per line in
+    journal_lines (which migration 5 folds into the journal's row)."""
+    head = "INSERT INTO journals (key, entity, date, description, kind, currency, rule_version,"
+    head += " status, target, unit_id, created_at) VALUES"
+    line_head = "INSERT INTO journal_lines (journal_key, line_no, account, debit, credit,"
+    line_head += " description, dimensions, source) VALUES"
+    row = [journal.key, journal.entity, journal.date.isoformat(), journal.description]
+    row += [journal.kind, journal.currency, journal.rule_version, "prepared", "gl", unit_id]
+    lines = [
+        (
+            *(journal.key, number, line.account, str(line.debit), str(line.credit)),
+            *(line.description, codec.to_json(line.dimensions), codec.to_json(line.source)),
+        )
+        for number, line in enumerate(journal.lines, start=1)
+    ]
+    if isinstance(store, SQLiteStore):
+        lite = store._connection()
+        lite.execute(f"{head} ({', '.join('?' * 11)})", (*row, 1))
+        lite.executemany(f"{line_head} ({', '.join('?' * 8)})", lines)
+        return
+    assert isinstance(store, PostgresStore)
+    with store._connection() as conn, conn.transaction():
+        conn.execute(f"{head} ({', '.join(['%s'] * 11)})", (*row, datetime.now(UTC)))
+        conn.cursor().executemany(f"{line_head} ({', '.join(['%s'] * 8)})", lines)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -485,11 +509,13 @@ def test_a_version_2_database_keeps_its_rows_in_its_first_month(
     store = version_2_store(backend, request, tmp_path)
     try:
         with store.unit_of_work() as uow:
-            fill(uow, add_raw, new_unit, make_event, make_journal)
+            fill(uow, add_raw, new_unit, make_event)
             raws = uow.raw.received()
             units = [u for r in raws for u in uow.units.by_raw(r.id)]
             events = uow.events.read_from(0)
-            journals = uow.journals.all()
+        written = [make_journal(f"J-{n}", amount=f"{n}.50") for n in range(3)]
+        for journal, unit in zip(written, units, strict=True):
+            add_version_2_journal(store, journal, unit.id)
         assert store.migrate() == sqlite.SCHEMA_VERSION
         with store.unit_of_work() as uow:
             assert uow.raw.received() == raws
@@ -499,7 +525,8 @@ def test_a_version_2_database_keeps_its_rows_in_its_first_month(
             assert [u for r in raws for u in uow.units.by_raw(r.id)] == units
             assert uow.events.read_from(0) == events
             assert [s.event for s in uow.events.by_key("C-1")] == [events[1].event]
-            assert uow.journals.all() == journals
+            journals = uow.journals.all()
+            assert [r.journal for r in journals] == written  # lines moved in order, exactly
             assert [r.unit_id for r in journals] == [u.id for u in units]
             next_unit = uow.units.add(new_unit(raws[0].id, "K-NEXT", b"next"))
             later = add_raw(uow, b"after the migration")

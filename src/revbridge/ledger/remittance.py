@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from revbridge.domain.events import Event, EventType
 from revbridge.domain.journal import Journal, JournalLine, posting_pair
@@ -63,14 +63,16 @@ class _Context:
             self.shared_dimensions[reason] = dims
         return dims
 
-    def source(self, event: Event) -> dict[str, str]:
+    def source(self, event: Event, segment: int | None) -> dict[str, str]:
+        """A line's source references: ``segment`` is the CAS segment of an adjustment
+        carried in its claim's event, else the event's own segment."""
         where = event.source
         refs = {
             "trn": self.header.data["trace_number"],
             "payer_trn": self.header.data["trace_payer"],
             "raw_id": str(where.raw_id),
             "unit_id": str(where.unit_id),
-            "segment": str(where.segment),
+            "segment": str(where.segment if segment is None else segment),
         }
         keys = event.keys
         for name in _LINE_REFERENCES:
@@ -78,9 +80,11 @@ class _Context:
                 refs[name] = keys[name]
         return refs
 
-    def exception(self, reason: str, detail: str, event: Event, **extra: Any) -> dict[str, Any]:
-        subject = {**self.source(event), "payment": self.payment, **extra}
-        dedupe = f"{reason}:{self.payment}:{event.source.unit_id}:{event.source.segment}"
+    def exception(
+        self, reason: str, detail: str, event: Event, segment: int | None, **extra: Any
+    ) -> dict[str, Any]:
+        subject = {**self.source(event, segment), "payment": self.payment, **extra}
+        dedupe = f"{reason}:{self.payment}:{event.source.unit_id}:{subject['segment']}"
         self.exceptions.append(NewException(reason, detail, dedupe, subject))
         return subject
 
@@ -142,10 +146,24 @@ def _context(header: Event, master: MasterData, rules: PostingRules) -> _Context
 def _apply(ctx: _Context, event: Event) -> None:
     if event.type in (EventType.CLAIM_ADJUDICATED, EventType.CLAIM_REVERSED):
         _claim(ctx, event)
-    elif event.type == EventType.ADJUSTMENT_BOOKED:
-        _adjustment(ctx, event)
+        kind, status = _kind(event), event.data["status"]
+        for data in event.data.get("adjustments", ()):  # mapping x12_835/2
+            _adjustment(ctx, event, _Adjusted(data, data["segment"], status, kind))
+    elif event.type == EventType.ADJUSTMENT_BOOKED:  # stored by mapping x12_835/1
+        adjusted = _Adjusted(event.data, None, event.data["claim_status"], _kind(event))
+        _adjustment(ctx, event, adjusted)
     elif event.type == EventType.PROVIDER_ADJUSTMENT_BOOKED:
         _provider(ctx, event)
+
+
+class _Adjusted(NamedTuple):  # a tuple: one is made per adjustment, cheaply
+    """One CAS adjustment: inside its claim's event (``segment`` its CAS segment) or an
+    ``adjustment.booked`` event of its own (``segment`` None: the event's)."""
+
+    data: Mapping[str, Any]
+    segment: int | None
+    claim_status: str
+    kind: str
 
 
 def _kind(event: Event) -> str:
@@ -159,7 +177,9 @@ def _claim(ctx: _Context, event: Event) -> None:
     ctx.denial = None
     if event.data["status"] == "4":
         detail = f"claim denied; AR kept open for appeal (paid {paid})"
-        ctx.denial = ctx.exception("claim_denied", detail, event, **ctx.denied(None, Decimal(0)))
+        ctx.denial = ctx.exception(
+            "claim_denied", detail, event, None, **ctx.denied(None, Decimal(0))
+        )
     if paid:
         ctx.lines[_kind(event)].extend(
             posting_pair(
@@ -168,13 +188,13 @@ def _claim(ctx: _Context, event: Event) -> None:
                 paid,
                 description=f"payment {event.keys['patient_control_number']}",
                 dimensions=ctx.dimensions(),
-                source=ctx.source(event),
+                source=ctx.source(event, None),
             )
         )
 
 
-def _adjustment(ctx: _Context, event: Event) -> None:
-    data = event.data
+def _adjustment(ctx: _Context, event: Event, adjusted: _Adjusted) -> None:
+    data = adjusted.data
     if data["informational"]:
         return
     amount = Decimal(data["amount"])
@@ -182,28 +202,28 @@ def _adjustment(ctx: _Context, event: Event) -> None:
         return
     reason = f"{data['group']}-{data['reason']}"
     rule = ctx.rules.adjustment_rule(data["group"], data["reason"])
-    debit = _adjustment_account(ctx, rule, event, reason)
+    debit = _adjustment_account(ctx, rule, event, adjusted, reason)
     if debit is None:
         return
-    ctx.lines[_kind(event)].extend(
+    ctx.lines[adjusted.kind].extend(
         posting_pair(
             debit,
             ctx.fc.ar_account,
             amount,
             description=f"{reason} {event.keys['patient_control_number']}",
             dimensions=ctx.dimensions(reason),
-            source=ctx.source(event),
+            source=ctx.source(event, adjusted.segment),
         )
     )
 
 
 def _adjustment_account(
-    ctx: _Context, rule: AdjustmentRule | None, event: Event, reason: str
+    ctx: _Context, rule: AdjustmentRule | None, event: Event, adjusted: _Adjusted, reason: str
 ) -> str | None:
     """The account to debit, or None when the rule says not to post (yet)."""
     if rule is None:
         detail = f"adjustment {reason} has no posting rule; booked to suspense {ctx.rules.suspense}"
-        ctx.exception("unmapped_code", detail, event, code=reason)
+        ctx.exception("unmapped_code", detail, event, adjusted.segment, code=reason)
         return ctx.rules.suspense
     if rule.action is Action.CONTRACTUAL:
         return ctx.fc.contractual_account
@@ -212,20 +232,21 @@ def _adjustment_account(
     if rule.action is Action.ACCOUNT:
         return rule.account
     if rule.action is Action.DENIAL:
-        _denial(ctx, event, reason)
+        _denial(ctx, event, adjusted, reason)
     return None
 
 
-def _denial(ctx: _Context, event: Event, reason: str) -> None:
+def _denial(ctx: _Context, event: Event, adjusted: _Adjusted, reason: str) -> None:
     """A denial stays in AR (E9 deferred); its amount is what a later write-off may move."""
-    amount = Decimal(event.data["amount"])
-    if event.data["claim_status"] == "4" and ctx.denial is not None:
+    amount = Decimal(adjusted.data["amount"])
+    if adjusted.claim_status == "4" and ctx.denial is not None:
         ctx.denial["denied_amount"] = money_str(Decimal(ctx.denial["denied_amount"]) + amount)
         ctx.denial["code"] = ctx.denial["code"] or reason
         return
-    if event.data["claim_status"] != "4":
-        detail = f"line/claim denial {reason} ({event.data['amount']}); AR kept open for appeal"
-        ctx.exception("claim_denied", detail, event, **ctx.denied(reason, amount))
+    if adjusted.claim_status != "4":
+        detail = f"line/claim denial {reason} ({adjusted.data['amount']}); AR kept open for appeal"
+        denied = ctx.denied(reason, amount)
+        ctx.exception("claim_denied", detail, event, adjusted.segment, **denied)
 
 
 def _provider(ctx: _Context, event: Event) -> None:
@@ -237,7 +258,7 @@ def _provider(ctx: _Context, event: Event) -> None:
     if rule is None:
         account = ctx.rules.suspense
         detail = f"PLB {data['reason']} has no posting rule; booked to suspense {account}"
-        ctx.exception("unmapped_code", detail, event, code=f"PLB-{data['reason']}")
+        ctx.exception("unmapped_code", detail, event, None, code=f"PLB-{data['reason']}")
     else:
         account = rule.account_for(1 if amount > 0 else -1)
     ctx.lines["remittance"].extend(
@@ -247,7 +268,7 @@ def _provider(ctx: _Context, event: Event) -> None:
             amount,
             description=f"PLB {data['reason']} {data['reference'] or ''}".strip(),
             dimensions=ctx.dimensions(f"PLB-{data['reason']}"),
-            source=ctx.source(event),
+            source=ctx.source(event, None),
         )
     )
 

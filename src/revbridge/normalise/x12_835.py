@@ -3,6 +3,15 @@
 A pure function of (bytes, mapping version): the event ids are UUIDv7 whose time is the
 remittance date and whose random bits are a hash of the input, so a replay of the same
 bytes under the same mapping version yields the very same events.
+
+Mapping versions (both stay replayable, ``MAPPINGS``):
+
+- ``x12_835/2`` (current): a claim's CAS adjustments (claim and service-line level) are
+  carried in its ``claim.adjudicated`` / ``claim.reversed`` event, ``data.adjustments``, in
+  segment order, each with its CAS ``segment``: one event per claim instead of one per
+  claim and per CAS triplet (≈ 1.1 events per claim instead of ≈ 7.7).
+- ``x12_835/1``: an ``adjustment.booked`` event per CAS triplet, after its claim's event.
+  Events stored under it are still read by the ledger and the work queue.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from revbridge.formats.x12.parse835 import parse_835_bytes
 from revbridge.formats.x12.tokenizer import Delimiters
 from revbridge.registry import ComponentSpec
 
-MAPPING_VERSION = "x12_835/1"
+MAPPING_VERSION = "x12_835/2"
+FLAT_MAPPING_VERSION = "x12_835/1"  # an adjustment.booked event per CAS triplet
 SCHEMA_VERSION = 1
 
 SECONDARY_STATUSES = frozenset({"2", "3", "20", "21"})
@@ -73,6 +83,16 @@ class UnitInput:
 
 
 def normalise_835(unit: UnitInput, recorded_at: datetime) -> Normalised | Rejected:
+    """Mapping ``x12_835/2``: a claim's adjustments inside its event."""
+    return _normalise(unit, recorded_at, MAPPING_VERSION)
+
+
+def normalise_835_flat(unit: UnitInput, recorded_at: datetime) -> Normalised | Rejected:
+    """Mapping ``x12_835/1``: an ``adjustment.booked`` event per CAS triplet."""
+    return _normalise(unit, recorded_at, FLAT_MAPPING_VERSION)
+
+
+def _normalise(unit: UnitInput, recorded_at: datetime, version: str) -> Normalised | Rejected:
     try:
         remittance = parse_835_bytes(
             unit.data, Delimiters.decode(unit.delimiters), unit.first_segment
@@ -84,7 +104,7 @@ def normalise_835(unit: UnitInput, recorded_at: datetime) -> Normalised | Reject
     if errors:
         return Rejected(errors)
     warnings = [i for i in issues if i.severity != "error"]
-    return _events(remittance, unit, recorded_at, warnings)
+    return _events(remittance, unit, recorded_at, warnings, version)
 
 
 def payment_key(remittance: Remittance835) -> str:
@@ -93,12 +113,16 @@ def payment_key(remittance: Remittance835) -> str:
 
 
 def _events(
-    r: Remittance835, unit: UnitInput, recorded_at: datetime, warnings: list[X12Issue]
+    r: Remittance835,
+    unit: UnitInput,
+    recorded_at: datetime,
+    warnings: list[X12Issue],
+    version: str,
 ) -> Normalised:
-    bodies = list(_bodies(r))
+    bodies = list(_bodies(r, nested=version != FLAT_MAPPING_VERSION))
     fingerprint = _fingerprint(unit)
     bodies[0][3]["fingerprint"] = fingerprint
-    build = _Builder(r, unit, recorded_at)
+    build = _Builder(r, unit, recorded_at, version)
     events = [build.event(n, *body) for n, body in enumerate(bodies)]
     return Normalised(events, warnings, payment_key(r), fingerprint)
 
@@ -116,8 +140,9 @@ def _fingerprint(unit: UnitInput) -> str:
 Body = tuple[str, int, dict[str, str], dict[str, Any]]
 
 
-def _bodies(r: Remittance835) -> Iterator[Body]:
-    """(type, segment, keys, data) for every event of the remittance, in order."""
+def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
+    """(type, segment, keys, data) for every event of the remittance, in order; ``nested``:
+    a claim's adjustments in its event's data, else an event each."""
     payment = {"payment": payment_key(r), "trace_number": r.trace_number}
     yield EventType.REMITTANCE_RECEIVED, r.first_segment, payment, _remittance_data(r)
     reversed_accounts: set[str] = set()
@@ -130,7 +155,15 @@ def _bodies(r: Remittance835) -> Iterator[Body]:
         if claim.status == "22":
             reversed_accounts.add(claim.patient_control_number)
         kind = EventType.CLAIM_REVERSED if claim.status == "22" else EventType.CLAIM_ADJUDICATED
-        yield kind, claim.segment_number, keys, _claim_data(claim, correction)
+        data = _claim_data(claim, correction)
+        if nested:
+            data["adjustments"] = [
+                _nested_adjustment(claim, adjustment, line)
+                for adjustment, line in _adjustments(claim)
+            ]
+            yield kind, claim.segment_number, keys, data
+            continue
+        yield kind, claim.segment_number, keys, data
         for adjustment, line in _adjustments(claim):
             data = _adjustment_data(claim, adjustment, line, correction)
             yield EventType.ADJUSTMENT_BOOKED, adjustment.segment_number, keys, data
@@ -232,6 +265,25 @@ def _adjustment_data(
     }
 
 
+def _nested_adjustment(
+    claim: ClaimPayment, adjustment: Adjustment, line: str | None
+) -> dict[str, Any]:
+    """An adjustment inside its claim's event (``x12_835/2``): as an ``adjustment.booked``
+    event's data, less what the claim already says (its status, correction), plus its CAS
+    segment (an event's source says it under ``x12_835/1``)."""
+    informational = adjustment.group == "OA" and adjustment.reason == "23"
+    return {
+        "group": adjustment.group,
+        "reason": adjustment.reason,
+        "amount": money_str(adjustment.amount),
+        "quantity": None if adjustment.quantity is None else str(adjustment.quantity),
+        "level": "claim" if line is None else "line",
+        "line": line,
+        "informational": informational and claim.status in SECONDARY_STATUSES,
+        "segment": adjustment.segment_number,
+    }
+
+
 def _plb_data(plb: ProviderAdjustment) -> dict[str, Any]:
     return {
         "reason": plb.reason,
@@ -243,13 +295,15 @@ def _plb_data(plb: ProviderAdjustment) -> dict[str, Any]:
 
 
 class _Builder:
-    def __init__(self, r: Remittance835, unit: UnitInput, recorded_at: datetime) -> None:
+    def __init__(
+        self, r: Remittance835, unit: UnitInput, recorded_at: datetime, version: str
+    ) -> None:
         self.unit, self.recorded_at = unit, recorded_at
         day = r.production_date or r.effective_date or recorded_at.date()
         self.occurred_at = datetime(day.year, day.month, day.day, tzinfo=UTC)
         self.unix_ms = int(self.occurred_at.timestamp() * 1000)
         self.correlation_id = f"835:{payment_key(r)}"
-        seed = f"{unit.content_hash}|{MAPPING_VERSION}".encode()
+        seed = f"{unit.content_hash}|{version}".encode()
         self.base = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big")
 
     def event(
@@ -279,7 +333,8 @@ SPEC = ComponentSpec(
     "normalisers",
     "x12_835",
     "Turns X12 5010 835 remittances into canonical events: remittance received, claim "
-    f"adjudicated/reversed, adjustment booked, provider-level adjustment booked. Mapping "
-    f"version {MAPPING_VERSION}.",
+    "adjudicated/reversed (with the claim's adjustments), provider-level adjustment booked. "
+    f"Mapping version {MAPPING_VERSION} ({FLAT_MAPPING_VERSION}, an adjustment booked event "
+    "per adjustment, stays replayable).",
     (),
 )

@@ -61,7 +61,10 @@ BULK_REPLAY = "bulk_replay"
 
 Normaliser = Callable[[UnitInput, datetime], Normalised | Rejected]
 
-MAPPINGS: Mapping[str, Normaliser] = {x12_835.MAPPING_VERSION: x12_835.normalise_835}
+MAPPINGS: Mapping[str, Normaliser] = {
+    x12_835.MAPPING_VERSION: x12_835.normalise_835,
+    x12_835.FLAT_MAPPING_VERSION: x12_835.normalise_835_flat,
+}
 """Mapping versions a replay may choose. A new version of a normaliser is added here next
 to the old one (never in its place), so stored messages can be replayed under either."""
 

@@ -595,17 +595,21 @@ def _denial(item: ExceptionItem) -> Denial:
 
 
 def _cause(uow: UnitOfWork, item: ExceptionItem) -> Event:
-    """The claim or adjustment event the denial was read from (the write-off's cause)."""
+    """The claim or adjustment event the denial was read from (the write-off's cause): the
+    event of the item's segment, or the claim event carrying the adjustment of that CAS
+    segment (mapping x12_835/2)."""
     unit_id, segment = int(item.subject["unit_id"]), int(item.subject["segment"])
     kinds = (EventType.CLAIM_ADJUDICATED, EventType.CLAIM_REVERSED, EventType.ADJUSTMENT_BOOKED)
     for stored in uow.events.by_key(str(item.subject["payment"])):
         event = stored.event
-        if event.type in kinds and (event.source.unit_id, event.source.segment) == (
-            unit_id,
-            segment,
-        ):
+        if event.type in kinds and event.source.unit_id == unit_id and _holds(event, segment):
             return event
     raise ActionRefused(f"the events item {item.id} was read from are not stored")
+
+
+def _holds(event: Event, segment: int) -> bool:
+    nested = event.data.get("adjustments", ())
+    return event.source.segment == segment or any(a["segment"] == segment for a in nested)
 
 
 def _raw_view(uow: UnitOfWork, item: ExceptionItem) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
@@ -99,12 +100,21 @@ def _fast_object(value: dict[Any, Any]) -> bool:
     if not _STR.issuperset(map(type, value)):
         return False
     return _FAST_SCALARS.issuperset(map(type, value.values())) or all(
-        _fast_ok(item) for item in value.values()
+        type(item) in _FAST_SCALARS or _fast_ok(item) for item in value.values()
     )
 
 
 def _fast_array(value: list[Any]) -> bool:
-    return _FAST_SCALARS.issuperset(map(type, value)) or all(_fast_ok(item) for item in value)
+    return (
+        _FAST_SCALARS.issuperset(map(type, value))
+        or all(  # the usual nested array: flat objects (a claim's lines, its adjustments)
+            type(item) is dict
+            and _STR.issuperset(map(type, item))
+            and _FAST_SCALARS.issuperset(map(type, item.values()))
+            for item in value
+        )
+        or all(_fast_ok(item) for item in value)
+    )
 
 
 def from_json(text: str) -> Any:
@@ -225,29 +235,63 @@ def amount_to_text(value: Decimal) -> str:
     return str(value)
 
 
-def line_values(line: JournalLine) -> tuple[str, str, str, str, str, str]:
-    """(account, debit, credit, description, dimensions JSON, source JSON) of a line."""
+def lines_to_json(lines: Sequence[JournalLine]) -> str:
+    """A journal's lines as one JSON document (one column of its row, not a row per line)::
+
+        {"dimensions": [{...}, ...], "sources": [{...}, ...],
+         "lines": [[account, debit, credit, description, dimensions no, source no], ...]}
+
+    Amounts are ``str(Decimal)``; a dimension set or source several lines hold (the very
+    same mapping: a journal's lines share a few dimension sets, a posting pair its source)
+    is written once and named by its index.
+    """
+    dimension_no: dict[int, int] = {}
+    source_no: dict[int, int] = {}
+    shared: list[Mapping[str, str]] = []
+    origins: list[Mapping[str, str]] = []
+    rows = []
+    for line in lines:
+        dimensions, source = line.dimensions, line.source
+        d = dimension_no.get(id(dimensions))
+        if d is None:
+            d = dimension_no[id(dimensions)] = len(shared)
+            shared.append(dimensions)
+        s = source_no.get(id(source))
+        if s is None:
+            s = source_no[id(source)] = len(origins)
+            origins.append(source)
+        rows.append((line.account, line.debit, line.credit, line.description, d, s))
+    written = _fast_encode(rows).decode() if _plain_lines(lines) else to_json(rows)
     return (
-        line.account,
-        amount_to_text(line.debit),
-        amount_to_text(line.credit),
-        line.description,
-        to_json(line.dimensions),
-        to_json(line.source),
+        f'{{"dimensions":{_maps_json(shared)},"sources":{_maps_json(origins)},"lines":{written}}}'
     )
 
 
-def line_from_values(values: Sequence[str]) -> JournalLine:
-    """The inverse of ``line_values``."""
-    account, debit, credit, description, dimensions, source = values
-    return JournalLine(
-        account=account,
-        debit=Decimal(debit),
-        credit=Decimal(credit),
-        description=description,
-        dimensions=string_map(dimensions),
-        source=string_map(source),
+def _plain_lines(lines: Sequence[JournalLine]) -> bool:
+    """Whether every amount is a Decimal (else ``TypeError``) and every account and
+    description a str: then the rows go to msgspec unchecked (it writes a Decimal as
+    ``str(Decimal)``, as ``plain`` does)."""
+    for line in lines:
+        if type(line.debit) is not Decimal or type(line.credit) is not Decimal:
+            amount_to_text(line.debit)
+            amount_to_text(line.credit)
+    return _STR.issuperset(map(type, map(_ACCOUNT, lines))) and _STR.issuperset(
+        map(type, map(_DESCRIPTION, lines))
     )
+
+
+_ACCOUNT = attrgetter("account")
+_DESCRIPTION = attrgetter("description")
+
+
+def _maps_json(maps: list[Mapping[str, str]]) -> str:
+    """``to_json`` of a list of string maps, checked without the general walk."""
+    if all(
+        type(m) is dict and _STR.issuperset(map(type, m)) and _STR.issuperset(map(type, m.values()))
+        for m in maps
+    ):
+        return _fast_encode(maps).decode()
+    return to_json(maps)
 
 
 # ---------------------------------------------------------------- many rows at once
@@ -320,34 +364,36 @@ class Reading:
             built.append(new_stored_event(position, event))
         return built
 
-    def lines(self, rows: Iterable[Sequence[Any]]) -> tuple[JournalLine, ...]:
-        """``line_from_values`` of rows (journal key, then ``line_values``' six columns),
-        sharing repeated dimensions, sources and amounts. The lookups are written out: this
-        runs for every line of every journal read."""
-        maps, amounts = self._maps, self._amounts
+    def lines(self, text: str) -> tuple[JournalLine, ...]:
+        """The lines of a ``lines_to_json`` document, sharing repeated amounts (and, as
+        written, dimension sets and sources). The lookups are written out: this runs for
+        every line of every journal read."""
+        document = json_object(text)
+        dimensions = [_strings(value) for value in document["dimensions"]]
+        sources = [_strings(value) for value in document["sources"]]
+        amounts = self._amounts
         built = []
-        for row in rows:
-            _, account, debit_text, credit_text, description, dimensions_text, source_text = row
+        for account, debit_text, credit_text, description, d, s in document["lines"]:
             debit = amounts.get(debit_text)
             if debit is None:
                 debit = self.amount(debit_text)
             credit = amounts.get(credit_text)
             if credit is None:
                 credit = self.amount(credit_text)
-            dimensions = maps.get(dimensions_text)
-            if dimensions is None:
-                dimensions = self.string_map(dimensions_text)
-            source = maps.get(source_text)
-            if source is None:
-                source = self.string_map(source_text)
-            built.append(new_line(account, debit, credit, description, dimensions, source))
+            built.append(new_line(account, debit, credit, description, dimensions[d], sources[s]))
         return tuple(built)
 
 
+def _strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("stored JSON is not an object")
+    return cast("dict[str, str]", value)
+
+
 class Writing:
-    """One write of many rows: a document several rows hold (the very same object, as the
-    lines of a journal share dimensions and a posting pair shares its source) is encoded
-    once. Only for the duration of one write, while nothing changes the documents."""
+    """One write of many rows: a document several rows hold (the very same object, as a
+    claim's events share their keys) is encoded once. Only for the duration of one write,
+    while nothing changes the documents."""
 
     __slots__ = ("_micros", "_texts")
 
@@ -368,14 +414,3 @@ class Writing:
         if found is None or found[0] is not value:
             found = self._texts[id(value)] = (value, to_json(value))
         return found[1]
-
-    def line_values(self, line: JournalLine) -> tuple[str, str, str, str, str, str]:
-        """``line_values``, encoding shared dimensions and sources once."""
-        return (
-            line.account,
-            amount_to_text(line.debit),
-            amount_to_text(line.credit),
-            line.description,
-            self.to_json(line.dimensions),
-            self.to_json(line.source),
-        )

@@ -137,7 +137,7 @@ SPEC = ComponentSpec(
     ),
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code expects (the highest migration shipped with it)."""
 
 STREAM_CHUNK = 1 << 20
@@ -991,12 +991,11 @@ class PostgresJobQueue(JobQueue):
 
 _JOURNAL_COLUMNS = (
     "key, entity, date, description, kind, currency, rule_version, status, target, unit_id,"
-    " erp_document_id, created_at, posted_at, last_error"
+    " erp_document_id, created_at, posted_at, last_error, lines"
 )
-_LINE_COLUMNS = "journal_key, account, debit, credit, description, dimensions, source"
 
 
-def _journal_record(row: Row, lines: list[Row], reading: codec.Reading) -> JournalRecord:
+def _journal_record(row: Row, reading: codec.Reading) -> JournalRecord:
     journal_date: date = row[2]
     journal = Journal(
         key=row[0],
@@ -1006,7 +1005,7 @@ def _journal_record(row: Row, lines: list[Row], reading: codec.Reading) -> Journ
         kind=row[4],
         currency=row[5],
         rule_version=row[6],
-        lines=reading.lines(lines),
+        lines=reading.lines(row[14]),
     )
     return JournalRecord(
         journal=journal,
@@ -1025,16 +1024,12 @@ class PostgresJournalRepository(JournalRepository):
         self._tx = tx
 
     def add(self, journal: Journal, *, target: str, unit_id: int | None) -> bool:
-        writing = codec.Writing()
-        lines = [
-            (journal.key, number, *writing.line_values(line))
-            for number, line in enumerate(journal.lines, start=1)
-        ]
-        refs = dict.fromkeys(value for line in journal.lines for value in line.source.values())
+        sources = {id(line.source): line.source for line in journal.lines}  # pairs share one
+        refs = dict.fromkeys(value for source in sources.values() for value in source.values())
         with self._tx.guarded():
             added = self._tx.run(
                 f"INSERT INTO journals ({_JOURNAL_COLUMNS})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, NULL, NULL)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, NULL, NULL, %s)"
                 " ON CONFLICT (key) DO NOTHING",
                 (
                     journal.key,
@@ -1048,23 +1043,16 @@ class PostgresJournalRepository(JournalRepository):
                     target,
                     unit_id,
                     utcnow(),
+                    codec.lines_to_json(journal.lines),
                 ),
             )
             if added:
-                self._add_lines(lines, [(value, journal.key) for value in refs])
+                self._tx.many(
+                    "INSERT INTO journal_line_refs (value, journal_key) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [(value, journal.key) for value in refs],
+                )
         return bool(added)
-
-    def _add_lines(self, lines: list[Row], refs: list[Row]) -> None:
-        self._tx.many(
-            "INSERT INTO journal_lines (journal_key, line_no, account, debit, credit,"
-            " description, dimensions, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            lines,
-        )
-        self._tx.many(
-            "INSERT INTO journal_line_refs (value, journal_key) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING",
-            refs,
-        )
 
     def get(self, key: str) -> JournalRecord | None:
         records = self._select("WHERE key = %s", (key,))
@@ -1079,17 +1067,8 @@ class PostgresJournalRepository(JournalRepository):
         rows = self._tx.all(
             f"SELECT {_JOURNAL_COLUMNS} FROM journals {where} ORDER BY created_at, key", params
         )
-        lines = self._tx.all(
-            f"SELECT {_LINE_COLUMNS} FROM journal_lines"
-            f" WHERE journal_key IN (SELECT key FROM journals {where})"
-            " ORDER BY journal_key, line_no",
-            params,
-        )
-        by_key: dict[str, list[Row]] = {}
-        for line in lines:
-            by_key.setdefault(line[0], []).append(line)
         reading = codec.Reading()
-        return [_journal_record(row, by_key.get(row[0], []), reading) for row in rows]
+        return [_journal_record(row, reading) for row in rows]
 
     def mark_posted(self, key: str, document_id: str, at: datetime) -> None:
         changed = self._tx.run(
