@@ -8,6 +8,9 @@ the fast path, so the comparison is not vacuous.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +19,12 @@ from hypothesis import strategies as st
 from revbridge.formats.x12 import parse835
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.issues import X12Error
+from revbridge.formats.x12.model835 import (
+    Adjustment,
+    ClaimPayment,
+    ProviderAdjustment,
+    ServiceLine,
+)
 from revbridge.formats.x12.parse835 import parse_835_bytes, parse_835_bytes_reference
 from revbridge.formats.x12.synthetic import synthetic_835
 from revbridge.formats.x12.tokenizer import Delimiters
@@ -228,3 +237,67 @@ def test_segment_numbers_beyond_a_c_long_use_the_reference() -> None:
     [(data, delimiters, _)] = transactions(small_835(1, 2))
     for first in (2**62, 2**63 - 2, 2**70, -5):
         assert_same(data, delimiters, first)
+
+
+# -- Decimals built directly (see "direct Decimals" in _fast835.c) ---------------------------
+
+
+@contextmanager
+def decimals(direct: bool) -> Iterator[bool]:
+    """Configure the extension to build Decimals directly or by calling make_decimal."""
+    classes = (Adjustment, ServiceLine, ClaimPayment, ProviderAdjustment)
+    try:
+        yield parse835._fast835.configure(parse835._EXACT.create_decimal, *classes, direct)
+    finally:
+        parse835._fast835.configure(parse835._EXACT.create_decimal, *classes)
+
+
+def test_decimals_are_built_directly_on_this_python() -> None:
+    with decimals(direct=True) as direct:
+        assert direct
+    with decimals(direct=False) as direct:
+        assert not direct
+
+
+def test_called_decimals_match_the_reference() -> None:
+    with decimals(direct=False):
+        for path in sorted(FIXTURES.glob("835_*.txt")):
+            for data, delimiters, first in transactions(path.read_bytes()):
+                assert_fast(data, delimiters, first)
+        for data, delimiters, first in transactions(small_835(7, 5)):
+            assert_fast(data, delimiters, first)
+
+
+AMOUNT = st.from_regex(r"-?[0-9]{0,5}(\.[0-9]{0,5})?", fullmatch=True)
+QUANTITY = st.from_regex(r"-?[0-9]{0,8}(\.[0-9]{0,7})?", fullmatch=True)
+
+
+def amounts_835(amount: str, quantity: str) -> bytes:
+    return (
+        f"ST*835*1~BPR*I*{amount}*C*NON~TRN*1*2~CLP*A*1*{amount}*{amount}*{amount}*12~"
+        f"SVC*HC:1*{amount}*{amount}**{quantity}~CAS*CO*45*{amount}*{quantity}~"
+        f"AMT*B6*{amount}~SE*7*1~"
+    ).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=AMOUNT, quantity=QUANTITY)
+def test_direct_decimals_behave_as_parsed_ones(amount: str, quantity: str) -> None:
+    # The model's repr shows every Decimal's sign, coefficient and exponent; the values must
+    # also hash, compare and compute like Decimals made from their text.
+    for direct in (True, False):
+        with decimals(direct):
+            kind, _ = assert_same(amounts_835(amount, quantity))
+            if kind != "ok":
+                continue
+            model = parse_835_bytes(amounts_835(amount, quantity), D)
+            line = model.claims[0].lines[0]
+            for value, text in ((line.charge, amount), (line.units, quantity)):
+                if not text:
+                    continue
+                expected = Decimal(text)
+                assert type(value) is Decimal
+                assert value.as_tuple() == expected.as_tuple()
+                assert hash(value) == hash(expected)
+                assert value + value == expected + expected
+                assert str(-value) == str(-expected)

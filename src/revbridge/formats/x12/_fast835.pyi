@@ -32,7 +32,9 @@ def configure(
     service_line: type[ServiceLine],
     claim_payment: type[ClaimPayment],
     provider_adjustment: type[ProviderAdjustment],
-) -> None: ...
+    direct: bool = True,
+    /,
+) -> bool: ...
 def parse(
     data: bytes, element: str, component: str, segment: str, first_segment: int
 ) -> _Parsed | None: ...
