@@ -1196,6 +1196,147 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
     return out;
 }
 
+/* -- balance pre-check -------------------------------------------------------------------
+ *
+ * balance._check_claim's conditions over parsed claims, in exact integer arithmetic: an
+ * amount is a Decimal read through the layout configure() verified, scaled to millionths.
+ * The answer is only ever "nothing to report" (1) or "let the Python check decide" (0): any
+ * value this code does not read exactly (another type, a special or long Decimal, more than
+ * six decimals, an overflow) gives 0, and so does anything _check_claim would report. */
+
+#define MONEY_DECIMALS 6
+enum { GROUP_PR = 1, GROUP_CR = 4 }; /* indexes in cas_groups */
+
+/* The slot field of a model object of exact shape which (NULL: another object or unset). */
+static PyObject *
+slot_of(PyObject *obj, int which, int field)
+{
+    Shape *shape = &shapes[which];
+    if (shape->type == NULL || Py_TYPE(obj) != shape->type) {
+        return NULL;
+    }
+    return *(PyObject **)((char *)obj + shape->offsets[field]);
+}
+
+/* 1 and *out = value * 10**MONEY_DECIMALS when value is a Decimal read exactly, else 0. */
+static int
+money_of(PyObject *value, int64_t *out)
+{
+    static const int64_t scale[MONEY_DECIMALS + 1] = {1000000, 100000, 10000, 1000, 100, 10, 1};
+    if (value == NULL || decimal_type == NULL || Py_TYPE(value) != decimal_type) {
+        return 0;
+    }
+    const MpdMirror *dec = &((const DecimalMirror *)value)->dec;
+    if ((dec->flags & ~(MPD_NEG | MPD_STATIC | MPD_STATIC_DATA)) != 0 || dec->len != 1 ||
+        dec->exp > 0 || dec->exp < -MONEY_DECIMALS || dec->data[0] > (uint64_t)INT64_MAX) {
+        return 0;
+    }
+    int64_t amount;
+    if (__builtin_mul_overflow((int64_t)dec->data[0], scale[-dec->exp], &amount)) {
+        return 0;
+    }
+    *out = dec->flags & MPD_NEG ? -amount : amount;
+    return 1;
+}
+
+static int
+is_group(PyObject *group, int g)
+{
+    return group == cas_groups[g] ||
+           (PyUnicode_Check(group) &&
+            PyUnicode_CompareWithASCIIString(group, cas_group_names[g]) == 0);
+}
+
+/* Adds a tuple of adjustments to *adjusted and its PR ones to *patient; 0 on a CR group. */
+static int
+add_adjustments(PyObject *adjustments, int64_t *adjusted, int64_t *patient)
+{
+    if (adjustments == NULL || !PyTuple_CheckExact(adjustments)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(adjustments); i++) {
+        PyObject *adjustment = PyTuple_GET_ITEM(adjustments, i);
+        PyObject *group = slot_of(adjustment, ADJUSTMENT, 0);
+        int64_t amount;
+        if (group == NULL || is_group(group, GROUP_CR) ||
+            !money_of(slot_of(adjustment, ADJUSTMENT, 2), &amount) ||
+            __builtin_add_overflow(*adjusted, amount, adjusted) ||
+            (is_group(group, GROUP_PR) && __builtin_add_overflow(*patient, amount, patient))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 when CHARGE - adjusted == paid, both read exactly. */
+static int
+balances(PyObject *charge, int64_t adjusted, PyObject *paid)
+{
+    int64_t c, p, rest;
+    return money_of(charge, &c) && money_of(paid, &p) &&
+           !__builtin_sub_overflow(c, adjusted, &rest) && rest == p;
+}
+
+/* 1 when the line balances and has no CR group; its sums are added to the claim's. */
+static int
+line_clean(PyObject *line, int64_t *adjusted, int64_t *patient)
+{
+    int64_t line_adjusted = 0;
+    return add_adjustments(slot_of(line, SERVICE_LINE, 8), &line_adjusted, patient) &&
+           balances(slot_of(line, SERVICE_LINE, 1), line_adjusted,
+                    slot_of(line, SERVICE_LINE, 2)) &&
+           !__builtin_add_overflow(*adjusted, line_adjusted, adjusted);
+}
+
+/* 1 when balance._check_claim has nothing to report on claim, 0 when it may, -1 error. */
+static int
+claim_clean(PyObject *claim, PyObject *valid_status)
+{
+    PyObject *status = slot_of(claim, CLAIM_PAYMENT, 1);
+    PyObject *lines = slot_of(claim, CLAIM_PAYMENT, 13);
+    PyObject *responsibility = slot_of(claim, CLAIM_PAYMENT, 4);
+    if (status == NULL || lines == NULL || !PyTuple_CheckExact(lines) || responsibility == NULL) {
+        return 0;
+    }
+    int valid = PySet_Contains(valid_status, status);
+    if (valid != 1) {
+        return valid;
+    }
+    int64_t adjusted = 0, patient = 0, expected;
+    if (!add_adjustments(slot_of(claim, CLAIM_PAYMENT, 12), &adjusted, &patient)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lines); i++) {
+        if (!line_clean(PyTuple_GET_ITEM(lines, i), &adjusted, &patient)) {
+            return 0;
+        }
+    }
+    if (!balances(slot_of(claim, CLAIM_PAYMENT, 2), adjusted, slot_of(claim, CLAIM_PAYMENT, 3))) {
+        return 0;
+    }
+    return responsibility == Py_None || (money_of(responsibility, &expected) && expected == patient);
+}
+
+static PyObject *
+claims_clean(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *claims, *valid_status;
+    if (!PyArg_ParseTuple(args, "O!O!:claims_clean", &PyTuple_Type, &claims, &PyFrozenSet_Type,
+                          &valid_status)) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(claims); i++) {
+        int clean = claim_clean(PyTuple_GET_ITEM(claims, i), valid_status);
+        if (clean < 0) {
+            return NULL;
+        }
+        if (!clean) {
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 /* -- tokenizer helper -------------------------------------------------------------------- */
 
 /* What tokenizer._separator_after needs to know about a buffer, found in one pass. */
@@ -1315,6 +1456,8 @@ static PyMethodDef methods[] = {
      "direct=True) -> bool (Decimals built directly)"},
     {"parse", parse, METH_VARARGS,
      "parse(data, element, component, segment, first_segment) -> tuple | None"},
+    {"claims_clean", claims_clean, METH_VARARGS,
+     "claims_clean(claims, valid_status) -> bool (True: balance._check_claim reports nothing)"},
     {"separator_after", separator_after, METH_VARARGS,
      "separator_after(buf, term) -> str | None (tokenizer._python_separator_after)"},
     {NULL, NULL, 0, NULL},
