@@ -8,14 +8,25 @@ the fast path, so the comparison is not vacuous.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from revbridge.formats.x12 import parse835
+from revbridge.formats.x12.balance import VALID_CLAIM_STATUS, check_835, check_835_reference
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.issues import X12Error
+from revbridge.formats.x12.model835 import (
+    Adjustment,
+    ClaimPayment,
+    ProviderAdjustment,
+    ServiceLine,
+)
 from revbridge.formats.x12.parse835 import parse_835_bytes, parse_835_bytes_reference
 from revbridge.formats.x12.synthetic import synthetic_835
 from revbridge.formats.x12.tokenizer import Delimiters
@@ -228,3 +239,145 @@ def test_segment_numbers_beyond_a_c_long_use_the_reference() -> None:
     [(data, delimiters, _)] = transactions(small_835(1, 2))
     for first in (2**62, 2**63 - 2, 2**70, -5):
         assert_same(data, delimiters, first)
+
+
+# -- Decimals built directly (see "direct Decimals" in _fast835.c) ---------------------------
+
+
+@contextmanager
+def decimals(direct: bool) -> Iterator[bool]:
+    """Configure the extension to build Decimals directly or by calling make_decimal."""
+    classes = (Adjustment, ServiceLine, ClaimPayment, ProviderAdjustment)
+    try:
+        yield parse835._fast835.configure(parse835._EXACT.create_decimal, *classes, direct)
+    finally:
+        parse835._fast835.configure(parse835._EXACT.create_decimal, *classes)
+
+
+def test_decimals_are_built_directly_on_this_python() -> None:
+    with decimals(direct=True) as direct:
+        assert direct
+    with decimals(direct=False) as direct:
+        assert not direct
+
+
+def test_called_decimals_match_the_reference() -> None:
+    with decimals(direct=False):
+        for path in sorted(FIXTURES.glob("835_*.txt")):
+            for data, delimiters, first in transactions(path.read_bytes()):
+                assert_fast(data, delimiters, first)
+        for data, delimiters, first in transactions(small_835(7, 5)):
+            assert_fast(data, delimiters, first)
+
+
+AMOUNT = st.from_regex(r"-?[0-9]{0,5}(\.[0-9]{0,5})?", fullmatch=True)
+QUANTITY = st.from_regex(r"-?[0-9]{0,8}(\.[0-9]{0,7})?", fullmatch=True)
+
+
+def amounts_835(amount: str, quantity: str) -> bytes:
+    return (
+        f"ST*835*1~BPR*I*{amount}*C*NON~TRN*1*2~CLP*A*1*{amount}*{amount}*{amount}*12~"
+        f"SVC*HC:1*{amount}*{amount}**{quantity}~CAS*CO*45*{amount}*{quantity}~"
+        f"AMT*B6*{amount}~SE*7*1~"
+    ).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=AMOUNT, quantity=QUANTITY)
+def test_direct_decimals_behave_as_parsed_ones(amount: str, quantity: str) -> None:
+    # The model's repr shows every Decimal's sign, coefficient and exponent; the values must
+    # also hash, compare and compute like Decimals made from their text.
+    for direct in (True, False):
+        with decimals(direct):
+            kind, _ = assert_same(amounts_835(amount, quantity))
+            if kind != "ok":
+                continue
+            model = parse_835_bytes(amounts_835(amount, quantity), D)
+            line = model.claims[0].lines[0]
+            for value, text in ((line.charge, amount), (line.units, quantity)):
+                if not text:
+                    continue
+                expected = Decimal(text)
+                assert type(value) is Decimal
+                assert value.as_tuple() == expected.as_tuple()
+                assert hash(value) == hash(expected)
+                assert value + value == expected + expected
+                assert str(-value) == str(-expected)
+
+
+# -- balance pre-check (_fast835.claims_clean) against balance.check_835_reference -------------
+
+
+def assert_same_checks(data: bytes, delimiters: Delimiters = D, first: int = 1) -> bool:
+    """Both parsers' models get the reference's issues; returns claims_clean's answer."""
+    model = parse_835_bytes(data, delimiters, first)
+    issues = repr(check_835_reference(model))
+    assert repr(check_835(model)) == issues
+    assert repr(check_835(parse_835_bytes_reference(data, delimiters, first))) == issues
+    return parse835._fast835.claims_clean(model.claims, VALID_CLAIM_STATUS)
+
+
+def test_balanced_files_take_the_c_check() -> None:
+    for path in sorted(FIXTURES.glob("835_*.txt")):
+        for data, delimiters, first in transactions(path.read_bytes()):
+            assert_same_checks(data, delimiters, first)
+    for data, delimiters, first in transactions(small_835(3, 6)):
+        assert assert_same_checks(data, delimiters, first)
+
+
+MONEY = ["0", "1", "2", "1.00", "0.50", "-1", "-0.00", "0.000001", "0.0000001", "99999.99"]
+GROUPS = ["CO", "PR", "OA", "PI", "CO", "PR", "CR"]
+
+
+def balanced(draw: st.DrawFn, paid: str, adjusted: list[Decimal]) -> str:
+    """Mostly the charge that balances paid and adjusted, sometimes any amount."""
+    if draw(st.integers(0, 4)):
+        return f"{sum(adjusted, Decimal(paid)):f}"
+    return draw(st.sampled_from(MONEY))
+
+
+@st.composite
+def claim_835(draw: st.DrawFn) -> bytes:
+    """A claim whose sums balance or not, with the values claims_clean must read exactly."""
+    money = st.sampled_from(MONEY)
+    segments = []
+    claim_adjusted: list[Decimal] = []
+    patient = Decimal(0)
+    for _ in range(draw(st.integers(0, 3))):
+        cas = [(draw(st.sampled_from(GROUPS)), draw(money)) for _ in range(draw(st.integers(1, 2)))]
+        paid = draw(money)
+        charge = balanced(draw, paid, [Decimal(amount) for _, amount in cas])
+        segments.append(f"SVC*HC:1*{charge}*{paid}")
+        segments += [f"CAS*{group}*45*{amount}" for group, amount in cas]
+        claim_adjusted.append(Decimal(charge) - Decimal(paid))
+        patient += sum((Decimal(amount) for group, amount in cas if group == "PR"), Decimal(0))
+    paid = draw(money)
+    charge = balanced(draw, paid, claim_adjusted)
+    responsibility = draw(st.sampled_from(["", f"{patient:f}", f"{patient:f}", "1"]))
+    status = draw(st.sampled_from(["1", "2", "4", "22", "5"]))
+    clp = f"CLP*A*{status}*{charge}*{paid}*{responsibility}*12"
+    body = ["ST*835*1", "BPR*I*1*C*NON", "TRN*1*2", clp, *segments, "SE*9*1"]
+    return "".join(s + "~" for s in body).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=claim_835())
+def test_claim_checks_give_identical_issues(data: bytes) -> None:
+    if assert_same(data)[0] == "ok":
+        assert_same_checks(data)
+
+
+def test_claims_clean_declines_what_it_cannot_read() -> None:
+    [(data, delimiters, first)] = transactions(small_835(5, 2))
+    model = parse_835_bytes(data, delimiters, first)
+    claim = model.claims[0]
+    assert parse835._fast835.claims_clean(model.claims, VALID_CLAIM_STATUS)
+    for odd in (
+        replace(claim, charge=claim.charge + Decimal("1E-7") - Decimal("1E-7")),  # same value
+        replace(claim, paid=Decimal("Infinity")),
+        replace(claim, charge=claim.charge * Decimal(10) ** 30),
+        replace(claim, lines=list(claim.lines)),  # type: ignore[arg-type]
+        replace(claim, status="bad"),
+    ):
+        model_odd = replace(model, claims=(odd, *model.claims[1:]))
+        assert repr(check_835(model_odd)) == repr(check_835_reference(model_odd))

@@ -138,28 +138,6 @@ build(int which, PyObject **values)
     return obj;
 }
 
-static PyObject *
-configure(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *decimal, *classes[SHAPES];
-    if (!PyArg_ParseTuple(args, "OOOOO:configure", &decimal, &classes[0], &classes[1],
-                          &classes[2], &classes[3])) {
-        return NULL;
-    }
-    for (int i = 0; i < SHAPES; i++) {
-        if (configure_shape(&shapes[i], classes[i]) < 0) {
-            return NULL;
-        }
-    }
-    if (!PyCallable_Check(decimal)) {
-        PyErr_SetString(PyExc_TypeError, "make_decimal must be callable");
-        return NULL;
-    }
-    Py_INCREF(decimal);
-    Py_XSETREF(make_decimal, decimal);
-    Py_RETURN_NONE;
-}
-
 /* -- spans ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -235,14 +213,50 @@ cache_put(Entry *entry, uint64_t key, PyObject *value)
     return value;
 }
 
-/* Returns NULL without an exception when the reference parser would reject the value. */
-#define BAIL NULL
+/* -- direct Decimals ---------------------------------------------------------------------
+ *
+ * A Decimal was made by calling make_decimal with its text: two thirds of the parse time went
+ * into that call (argument parsing, libmpdec's string conversion).  A value of at most
+ * MAX_QUANTITY_DIGITS digits is fully described by sign, coefficient and exponent, so it is
+ * built directly instead: allocated with the Decimal type's own allocator, its fields written
+ * as _decimal's allocator and string conversion leave them (CPython Modules/_decimal:
+ * PyDecObject holding libmpdec's mpd_t, the coefficient in the object's static data).
+ * That layout is CPython's private one, so configure() first compares it, field by field,
+ * with Decimals made by make_decimal, and keeps calling make_decimal if anything differs. */
+
+#define MPD_NEG 1
+#define MPD_STATIC 16
+#define MPD_STATIC_DATA 32
+#define DEC_MINALLOC 4
+
+typedef struct {
+    uint8_t flags;
+    Py_ssize_t exp, digits, len, alloc;
+    uint64_t *data;
+} MpdMirror;
+
+typedef struct {
+    PyObject_HEAD
+    Py_hash_t hash;
+    MpdMirror dec;
+    uint64_t data[DEC_MINALLOC];
+} DecimalMirror;
+
+/* The coefficient is one 64-bit word of libmpdec (base 10**19). */
+_Static_assert(MAX_QUANTITY_DIGITS < 19, "a coefficient must fit one libmpdec word");
+
+static PyTypeObject *decimal_type = NULL; /* NULL: every Decimal comes from make_decimal */
+
+typedef struct {
+    uint64_t coefficient;
+    int fraction; /* digits after the point: the exponent is -fraction */
+    int negative;
+} DecimalParts;
 
 /* An X12 R value: optional leading "-", digits with at most one ".", at least one digit,
- * at most max_digits digits (the reference's rule).  The Decimal is determined by sign,
- * coefficient and exponent, which make the cache key. */
-static PyObject *
-decimal_of(Span s, int max_digits)
+ * at most max_digits digits (the reference's rule).  0 when the reference would reject it. */
+static int
+decimal_parts(Span s, int max_digits, DecimalParts *out)
 {
     Py_ssize_t i = 0;
     uint64_t coefficient = 0;
@@ -255,7 +269,7 @@ decimal_of(Span s, int max_digits)
         char c = s.p[i];
         if (c >= '0' && c <= '9') {
             if (++digits > max_digits) {
-                return BAIL;
+                return 0;
             }
             coefficient = coefficient * 10 + (uint64_t)(c - '0');
             fraction += point;
@@ -264,25 +278,165 @@ decimal_of(Span s, int max_digits)
             point = 1;
         }
         else {
-            return BAIL;
+            return 0;
         }
     }
-    if (digits == 0) {
+    *out = (DecimalParts){coefficient, fraction, negative};
+    return digits > 0;
+}
+
+static Py_ssize_t
+digits_of(uint64_t coefficient)
+{
+    Py_ssize_t digits = 1;
+    while (coefficient >= 10) {
+        coefficient /= 10;
+        digits++;
+    }
+    return digits;
+}
+
+/* The fields of the Decimal of parts, as _decimal sets them (not the object header). */
+static void
+fill_decimal(DecimalMirror *d, const DecimalParts *parts)
+{
+    d->hash = -1;
+    d->dec.flags = MPD_STATIC | MPD_STATIC_DATA | (parts->negative ? MPD_NEG : 0);
+    d->dec.exp = -(Py_ssize_t)parts->fraction;
+    d->dec.digits = digits_of(parts->coefficient);
+    d->dec.len = 1;
+    d->dec.alloc = DEC_MINALLOC;
+    d->dec.data = d->data;
+    d->data[0] = parts->coefficient;
+}
+
+static PyObject *
+new_decimal(Span s, const DecimalParts *parts)
+{
+    if (decimal_type == NULL) {
+        PyObject *text = PyUnicode_DecodeLatin1(s.p, s.n, NULL); /* not str_of: no caching */
+        if (text == NULL) {
+            return NULL;
+        }
+        PyObject *value = PyObject_CallOneArg(make_decimal, text);
+        Py_DECREF(text);
+        return value;
+    }
+    PyObject *obj = decimal_type->tp_alloc(decimal_type, 0);
+    if (obj != NULL) {
+        fill_decimal((DecimalMirror *)obj, parts);
+    }
+    return obj;
+}
+
+/* Returns NULL without an exception when the reference parser would reject the value. */
+#define BAIL NULL
+
+/* The Decimal of an X12 R value (see decimal_parts).  Sign, coefficient and exponent
+ * determine it, and make the cache key. */
+static PyObject *
+decimal_of(Span s, int max_digits)
+{
+    DecimalParts parts;
+    if (!decimal_parts(s, max_digits, &parts)) {
         return BAIL;
     }
     /* coefficient < 10**15 < 2**50, fraction <= 15 */
-    uint64_t key = (coefficient << 5) | ((uint64_t)fraction << 1) | (uint64_t)negative;
+    uint64_t key = (parts.coefficient << 5) | ((uint64_t)parts.fraction << 1) |
+                   (uint64_t)parts.negative;
     Entry *entry = cache_slot(decimal_cache, DECIMAL_CACHE_BITS, key);
     if (entry->value != NULL && entry->key == key) {
         return Py_NewRef(entry->value);
     }
-    PyObject *text = PyUnicode_DecodeLatin1(s.p, s.n, NULL); /* not str_of: no caching */
-    if (text == NULL) {
-        return NULL;
+    return cache_put(entry, key, new_decimal(s, &parts));
+}
+
+/* 1 when the real Decimal ref has exactly the fields fill_decimal would give it. */
+static int
+same_fields(PyObject *ref, const DecimalParts *parts)
+{
+    DecimalMirror expected;
+    fill_decimal(&expected, parts);
+    const DecimalMirror *got = (const DecimalMirror *)ref;
+    return got->hash == expected.hash && got->dec.flags == expected.dec.flags &&
+           got->dec.exp == expected.dec.exp && got->dec.digits == expected.dec.digits &&
+           got->dec.len == expected.dec.len && got->dec.alloc == expected.dec.alloc &&
+           got->dec.data == got->data && got->data[0] == expected.data[0];
+}
+
+/* 1 when a directly built Decimal equals ref and prints the same (same exponent and sign). */
+static int
+same_value(PyObject *ref, const DecimalParts *parts)
+{
+    PyObject *built = decimal_type->tp_alloc(decimal_type, 0);
+    if (built == NULL) {
+        return -1;
     }
-    PyObject *value = PyObject_CallOneArg(make_decimal, text);
-    Py_DECREF(text);
-    return cache_put(entry, key, value);
+    fill_decimal((DecimalMirror *)built, parts);
+    PyObject *text = PyObject_Str(built), *ref_text = PyObject_Str(ref);
+    int same = -1;
+    if (text != NULL && ref_text != NULL) {
+        same = PyUnicode_Compare(text, ref_text) == 0 ? PyObject_RichCompareBool(built, ref, Py_EQ)
+                                                      : 0;
+    }
+    Py_XDECREF(text);
+    Py_XDECREF(ref_text);
+    Py_DECREF(built);
+    return same;
+}
+
+/* Check one probe text against make_decimal: 1 same, 0 different, -1 error. */
+static int
+check_probe(const char *probe)
+{
+    DecimalParts parts;
+    if (!decimal_parts((Span){probe, (Py_ssize_t)strlen(probe)}, MAX_QUANTITY_DIGITS, &parts)) {
+        return 0;
+    }
+    PyObject *ref = PyObject_CallFunction(make_decimal, "s", probe);
+    if (ref == NULL) {
+        return -1;
+    }
+    int same = 0;
+    if (Py_TYPE(ref) == decimal_type && same_fields(ref, &parts)) {
+        same = same_value(ref, &parts);
+    }
+    Py_DECREF(ref);
+    return same;
+}
+
+/* Use direct Decimals when asked and the layout checks out: 1 in use, 0 not, -1 error. */
+static int
+configure_direct(int wanted)
+{
+    static const char *probes[] = {"0",   "-0.00", "7.50", "-12345678.90", "123456789012345",
+                                   ".5",  "5.",    "-.5",  "1000000000"};
+    Py_CLEAR(decimal_type);
+    for (size_t i = 0; i < sizeof(decimal_cache) / sizeof(decimal_cache[0]); i++) {
+        Py_CLEAR(decimal_cache[i].value);
+    }
+    if (!wanted) {
+        return 0;
+    }
+    PyObject *zero = PyObject_CallFunction(make_decimal, "s", "0");
+    if (zero == NULL) {
+        return -1;
+    }
+    PyTypeObject *type = Py_TYPE(zero);
+    Py_DECREF(zero);
+    if (type->tp_basicsize != (Py_ssize_t)sizeof(DecimalMirror) || type->tp_itemsize != 0 ||
+        PyType_IS_GC(type) || type->tp_alloc == NULL) {
+        return 0;
+    }
+    decimal_type = (PyTypeObject *)Py_NewRef(type);
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        int same = check_probe(probes[i]);
+        if (same != 1) {
+            Py_CLEAR(decimal_type);
+            return same;
+        }
+    }
+    return 1;
 }
 
 static int
@@ -320,6 +474,31 @@ date_of(Span s)
         return Py_NewRef(entry->value);
     }
     return cache_put(entry, (uint64_t)value, PyDate_FromDate(year, month, day));
+}
+
+/* configure(make_decimal, *classes, direct=True) -> whether Decimals are built directly. */
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *decimal, *classes[SHAPES];
+    int direct = 1;
+    if (!PyArg_ParseTuple(args, "OOOOO|p:configure", &decimal, &classes[0], &classes[1],
+                          &classes[2], &classes[3], &direct)) {
+        return NULL;
+    }
+    for (int i = 0; i < SHAPES; i++) {
+        if (configure_shape(&shapes[i], classes[i]) < 0) {
+            return NULL;
+        }
+    }
+    if (!PyCallable_Check(decimal)) {
+        PyErr_SetString(PyExc_TypeError, "make_decimal must be callable");
+        return NULL;
+    }
+    Py_INCREF(decimal);
+    Py_XSETREF(make_decimal, decimal);
+    int used = configure_direct(direct);
+    return used < 0 ? NULL : PyBool_FromLong(used);
 }
 
 /* -- parser state ------------------------------------------------------------------------ */
@@ -1017,6 +1196,147 @@ parse(PyObject *Py_UNUSED(module), PyObject *args)
     return out;
 }
 
+/* -- balance pre-check -------------------------------------------------------------------
+ *
+ * balance._check_claim's conditions over parsed claims, in exact integer arithmetic: an
+ * amount is a Decimal read through the layout configure() verified, scaled to millionths.
+ * The answer is only ever "nothing to report" (1) or "let the Python check decide" (0): any
+ * value this code does not read exactly (another type, a special or long Decimal, more than
+ * six decimals, an overflow) gives 0, and so does anything _check_claim would report. */
+
+#define MONEY_DECIMALS 6
+enum { GROUP_PR = 1, GROUP_CR = 4 }; /* indexes in cas_groups */
+
+/* The slot field of a model object of exact shape which (NULL: another object or unset). */
+static PyObject *
+slot_of(PyObject *obj, int which, int field)
+{
+    Shape *shape = &shapes[which];
+    if (shape->type == NULL || Py_TYPE(obj) != shape->type) {
+        return NULL;
+    }
+    return *(PyObject **)((char *)obj + shape->offsets[field]);
+}
+
+/* 1 and *out = value * 10**MONEY_DECIMALS when value is a Decimal read exactly, else 0. */
+static int
+money_of(PyObject *value, int64_t *out)
+{
+    static const int64_t scale[MONEY_DECIMALS + 1] = {1000000, 100000, 10000, 1000, 100, 10, 1};
+    if (value == NULL || decimal_type == NULL || Py_TYPE(value) != decimal_type) {
+        return 0;
+    }
+    const MpdMirror *dec = &((const DecimalMirror *)value)->dec;
+    if ((dec->flags & ~(MPD_NEG | MPD_STATIC | MPD_STATIC_DATA)) != 0 || dec->len != 1 ||
+        dec->exp > 0 || dec->exp < -MONEY_DECIMALS || dec->data[0] > (uint64_t)INT64_MAX) {
+        return 0;
+    }
+    int64_t amount;
+    if (__builtin_mul_overflow((int64_t)dec->data[0], scale[-dec->exp], &amount)) {
+        return 0;
+    }
+    *out = dec->flags & MPD_NEG ? -amount : amount;
+    return 1;
+}
+
+static int
+is_group(PyObject *group, int g)
+{
+    return group == cas_groups[g] ||
+           (PyUnicode_Check(group) &&
+            PyUnicode_CompareWithASCIIString(group, cas_group_names[g]) == 0);
+}
+
+/* Adds a tuple of adjustments to *adjusted and its PR ones to *patient; 0 on a CR group. */
+static int
+add_adjustments(PyObject *adjustments, int64_t *adjusted, int64_t *patient)
+{
+    if (adjustments == NULL || !PyTuple_CheckExact(adjustments)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(adjustments); i++) {
+        PyObject *adjustment = PyTuple_GET_ITEM(adjustments, i);
+        PyObject *group = slot_of(adjustment, ADJUSTMENT, 0);
+        int64_t amount;
+        if (group == NULL || is_group(group, GROUP_CR) ||
+            !money_of(slot_of(adjustment, ADJUSTMENT, 2), &amount) ||
+            __builtin_add_overflow(*adjusted, amount, adjusted) ||
+            (is_group(group, GROUP_PR) && __builtin_add_overflow(*patient, amount, patient))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 when CHARGE - adjusted == paid, both read exactly. */
+static int
+balances(PyObject *charge, int64_t adjusted, PyObject *paid)
+{
+    int64_t c, p, rest;
+    return money_of(charge, &c) && money_of(paid, &p) &&
+           !__builtin_sub_overflow(c, adjusted, &rest) && rest == p;
+}
+
+/* 1 when the line balances and has no CR group; its sums are added to the claim's. */
+static int
+line_clean(PyObject *line, int64_t *adjusted, int64_t *patient)
+{
+    int64_t line_adjusted = 0;
+    return add_adjustments(slot_of(line, SERVICE_LINE, 8), &line_adjusted, patient) &&
+           balances(slot_of(line, SERVICE_LINE, 1), line_adjusted,
+                    slot_of(line, SERVICE_LINE, 2)) &&
+           !__builtin_add_overflow(*adjusted, line_adjusted, adjusted);
+}
+
+/* 1 when balance._check_claim has nothing to report on claim, 0 when it may, -1 error. */
+static int
+claim_clean(PyObject *claim, PyObject *valid_status)
+{
+    PyObject *status = slot_of(claim, CLAIM_PAYMENT, 1);
+    PyObject *lines = slot_of(claim, CLAIM_PAYMENT, 13);
+    PyObject *responsibility = slot_of(claim, CLAIM_PAYMENT, 4);
+    if (status == NULL || lines == NULL || !PyTuple_CheckExact(lines) || responsibility == NULL) {
+        return 0;
+    }
+    int valid = PySet_Contains(valid_status, status);
+    if (valid != 1) {
+        return valid;
+    }
+    int64_t adjusted = 0, patient = 0, expected;
+    if (!add_adjustments(slot_of(claim, CLAIM_PAYMENT, 12), &adjusted, &patient)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lines); i++) {
+        if (!line_clean(PyTuple_GET_ITEM(lines, i), &adjusted, &patient)) {
+            return 0;
+        }
+    }
+    if (!balances(slot_of(claim, CLAIM_PAYMENT, 2), adjusted, slot_of(claim, CLAIM_PAYMENT, 3))) {
+        return 0;
+    }
+    return responsibility == Py_None || (money_of(responsibility, &expected) && expected == patient);
+}
+
+static PyObject *
+claims_clean(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *claims, *valid_status;
+    if (!PyArg_ParseTuple(args, "O!O!:claims_clean", &PyTuple_Type, &claims, &PyFrozenSet_Type,
+                          &valid_status)) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(claims); i++) {
+        int clean = claim_clean(PyTuple_GET_ITEM(claims, i), valid_status);
+        if (clean < 0) {
+            return NULL;
+        }
+        if (!clean) {
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 /* -- tokenizer helper -------------------------------------------------------------------- */
 
 /* What tokenizer._separator_after needs to know about a buffer, found in one pass. */
@@ -1132,9 +1452,12 @@ separator_after(PyObject *Py_UNUSED(module), PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(make_decimal, adjustment, service_line, claim_payment, provider_adjustment)"},
+     "configure(make_decimal, adjustment, service_line, claim_payment, provider_adjustment, "
+     "direct=True) -> bool (Decimals built directly)"},
     {"parse", parse, METH_VARARGS,
      "parse(data, element, component, segment, first_segment) -> tuple | None"},
+    {"claims_clean", claims_clean, METH_VARARGS,
+     "claims_clean(claims, valid_status) -> bool (True: balance._check_claim reports nothing)"},
     {"separator_after", separator_after, METH_VARARGS,
      "separator_after(buf, term) -> str | None (tokenizer._python_separator_after)"},
     {NULL, NULL, 0, NULL},

@@ -62,6 +62,8 @@ else:
     # Context.create_decimal is ~40% cheaper than Decimal(text).  The fast path only converts
     # values of at most MAX_QUANTITY_DIGITS digits, so with that precision the result is
     # Decimal(text) exactly; the traps make any rounding an error rather than a wrong value.
+    # It builds those Decimals directly when their layout matches the ones this makes (checked
+    # by configure, see "direct Decimals" in _fast835.c) and calls this otherwise.
     _EXACT = Context(prec=MAX_QUANTITY_DIGITS, traps=[InvalidOperation, Inexact, Rounded])
     _fast835.configure(
         _EXACT.create_decimal, Adjustment, ServiceLine, ClaimPayment, ProviderAdjustment
