@@ -38,7 +38,7 @@ def money_str(value: Decimal) -> str:
     digits only is a whole non-negative amount; anything else is formatted.
     """
     text = str(value)
-    if text[-3:-2] == ".":
+    if len(text) > 2 and text[-3] == ".":
         return text
     if text.isdigit():
         return text + ".00"
