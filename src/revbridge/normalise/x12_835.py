@@ -148,7 +148,7 @@ def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
     yield EventType.REMITTANCE_RECEIVED, r.first_segment, payment, _remittance_data(r)
     reversed_accounts: set[str] = set()
     for claim in r.claims:
-        keys = {**payment, **_claim_keys(claim)}
+        keys = _claim_keys(payment, claim)
         correction = claim.status != "22" and (
             claim.original_payer_claim_number is not None
             or claim.patient_control_number in reversed_accounts
@@ -170,8 +170,9 @@ def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
         yield EventType.PROVIDER_ADJUSTMENT_BOOKED, plb.segment_number, keys, _plb_data(plb)
 
 
-def _claim_keys(claim: ClaimPayment) -> dict[str, str]:
-    keys = {"patient_control_number": claim.patient_control_number}
+def _claim_keys(payment: dict[str, str], claim: ClaimPayment) -> dict[str, str]:
+    """The payment's keys and the claim's, in one new mapping."""
+    keys = {**payment, "patient_control_number": claim.patient_control_number}
     if claim.payer_claim_number:
         keys["payer_claim_number"] = claim.payer_claim_number
     if claim.original_payer_claim_number:
