@@ -243,7 +243,8 @@ def _plain_documents(documents: Sequence[Mapping[str, Any]]) -> bool:
         return False
     if not _STR.issuperset(map(type, chain.from_iterable(documents))):
         return False
-    values = list(chain.from_iterable(map(dict.values, documents)))
+    objects = cast("Sequence[dict[str, Any]]", documents)  # as just checked
+    values: list[Any] = list(chain.from_iterable(map(dict.values, objects)))
     kinds = set(map(type, values))
     if _FAST_SCALARS.issuperset(kinds):
         return True
