@@ -73,3 +73,39 @@ def test_str_subclass_keys_are_refused_as_before() -> None:
 
     with pytest.raises(TypeError):
         codec.to_json({Name("k"): 1})
+
+
+@given(st.lists(st.dictionaries(st.text(), documents, max_size=5), max_size=5))
+def test_a_batch_of_documents_is_written_as_each_alone(batch: list[dict[str, Any]]) -> None:
+    assert codec.documents_json(batch) == [codec.to_json(document) for document in batch]
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [{"a": 1}, {"a": [{"b": 2.5}]}],  # in an array's flat object
+        [{"a": [1, 0.1]}],  # in an array
+        [{"a": "x"}, {"b": float("nan")}],  # at the top
+        [{"a": [{"b": {"c": 1.0}}]}],  # deeper
+    ],
+)
+def test_floats_anywhere_in_a_batch_are_refused(batch: list[dict[str, Any]]) -> None:
+    with pytest.raises(TypeError):
+        codec.documents_json(batch)
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [{"a": [{1: "x"}]}],  # a key that is not a str, in an array's object
+        [{"a": "x"}, {2: "y"}],  # at the top
+    ],
+)
+def test_keys_not_str_in_a_batch_are_refused(batch: list[Any]) -> None:
+    with pytest.raises(TypeError):
+        codec.documents_json(batch)
+
+
+def test_a_batch_of_other_types_goes_the_standard_way() -> None:
+    batch = [{"t": ("a", Decimal("1.50"))}, {"m": [{"d": Decimal("2")}, "x", [1]]}]
+    assert codec.documents_json(batch) == ['{"t":["a","1.50"]}', '{"m":[{"d":"2"},"x",[1]]}']

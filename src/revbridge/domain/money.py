@@ -31,7 +31,15 @@ def cents(value: Decimal) -> Decimal:
 def money_str(value: Decimal) -> str:
     """Render an amount as a plain two-place decimal string (``577.5`` -> ``577.50``).
 
-    Decimal's own formatting rounds half-even in the default context, like ``cents``,
-    and is three times faster than quantizing first (this runs for every amount).
+    Decimal's own formatting rounds half-even in the default context, like ``cents``. Most
+    amounts already have two places or none, and ``str`` is three times faster than that
+    formatting (this runs for every amount): a text with a point third from its end is in
+    plain notation with two places (scientific notation ends in an exponent), and one of
+    digits only is a whole non-negative amount; anything else is formatted.
     """
+    text = str(value)
+    if len(text) > 2 and text[-3] == ".":
+        return text
+    if text.isdigit():
+        return text + ".00"
     return f"{value:.2f}"

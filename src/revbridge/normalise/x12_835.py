@@ -17,9 +17,10 @@ Mapping versions (both stay replayable, ``MAPPINGS``):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from revbridge.domain.events import Event, EventType, new_event, new_source, uuid7_from_int
@@ -147,7 +148,7 @@ def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
     yield EventType.REMITTANCE_RECEIVED, r.first_segment, payment, _remittance_data(r)
     reversed_accounts: set[str] = set()
     for claim in r.claims:
-        keys = {**payment, **_claim_keys(claim)}
+        keys = _claim_keys(payment, claim)
         correction = claim.status != "22" and (
             claim.original_payer_claim_number is not None
             or claim.patient_control_number in reversed_accounts
@@ -157,10 +158,7 @@ def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
         kind = EventType.CLAIM_REVERSED if claim.status == "22" else EventType.CLAIM_ADJUDICATED
         data = _claim_data(claim, correction)
         if nested:
-            data["adjustments"] = [
-                _nested_adjustment(claim, adjustment, line)
-                for adjustment, line in _adjustments(claim)
-            ]
+            data["adjustments"] = _nested_adjustments(claim)
             yield kind, claim.segment_number, keys, data
             continue
         yield kind, claim.segment_number, keys, data
@@ -172,8 +170,9 @@ def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
         yield EventType.PROVIDER_ADJUSTMENT_BOOKED, plb.segment_number, keys, _plb_data(plb)
 
 
-def _claim_keys(claim: ClaimPayment) -> dict[str, str]:
-    keys = {"patient_control_number": claim.patient_control_number}
+def _claim_keys(payment: dict[str, str], claim: ClaimPayment) -> dict[str, str]:
+    """The payment's keys and the claim's, in one new mapping."""
+    keys = {**payment, "patient_control_number": claim.patient_control_number}
     if claim.payer_claim_number:
         keys["payer_claim_number"] = claim.payer_claim_number
     if claim.original_payer_claim_number:
@@ -189,7 +188,10 @@ def _adjustments(claim: ClaimPayment) -> Iterator[tuple[Adjustment, str | None]]
             yield adjustment, line.control_number or line.procedure
 
 
+@lru_cache(maxsize=4096)
 def _iso(value: date | None) -> str | None:
+    """A date as ISO text, remembered: a remittance's claims and lines repeat a few dates,
+    and a lookup costs a fraction of ``isoformat`` (this runs for every claim and line)."""
     return value.isoformat() if value else None
 
 
@@ -265,23 +267,37 @@ def _adjustment_data(
     }
 
 
-def _nested_adjustment(
-    claim: ClaimPayment, adjustment: Adjustment, line: str | None
-) -> dict[str, Any]:
-    """An adjustment inside its claim's event (``x12_835/2``): as an ``adjustment.booked``
-    event's data, less what the claim already says (its status, correction), plus its CAS
-    segment (an event's source says it under ``x12_835/1``)."""
-    informational = adjustment.group == "OA" and adjustment.reason == "23"
-    return {
-        "group": adjustment.group,
-        "reason": adjustment.reason,
-        "amount": money_str(adjustment.amount),
-        "quantity": None if adjustment.quantity is None else str(adjustment.quantity),
-        "level": "claim" if line is None else "line",
-        "line": line,
-        "informational": informational and claim.status in SECONDARY_STATUSES,
-        "segment": adjustment.segment_number,
-    }
+def _nested_adjustments(claim: ClaimPayment) -> list[dict[str, Any]]:
+    """A claim's adjustments inside its event (``x12_835/2``), claim level then each line's:
+    as an ``adjustment.booked`` event's data, less what the claim already says (its status,
+    correction), plus its CAS segment (an event's source says it under ``x12_835/1``)."""
+    secondary = claim.status in SECONDARY_STATUSES
+    nested = _nested(claim.adjustments, "claim", None, secondary)
+    for line in claim.lines:
+        if line.adjustments:
+            reference = line.control_number or line.procedure
+            nested += _nested(line.adjustments, "line", reference, secondary)
+    return nested
+
+
+def _nested(
+    adjustments: Sequence[Adjustment], level: str, line: str | None, secondary: bool
+) -> list[dict[str, Any]]:
+    """The data of adjustments at one level, built in one comprehension (this runs for every
+    CAS triplet); ``informational`` as in ``_adjustment_data``."""
+    return [
+        {
+            "group": adjustment.group,
+            "reason": adjustment.reason,
+            "amount": money_str(adjustment.amount),
+            "quantity": None if adjustment.quantity is None else str(adjustment.quantity),
+            "level": level,
+            "line": line,
+            "informational": secondary and adjustment.group == "OA" and adjustment.reason == "23",
+            "segment": adjustment.segment_number,
+        }
+        for adjustment in adjustments
+    ]
 
 
 def _plb_data(plb: ProviderAdjustment) -> dict[str, Any]:

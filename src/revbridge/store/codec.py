@@ -19,7 +19,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_
 from typing import Any, cast
 
 import msgspec
@@ -221,6 +222,56 @@ def source_from_json(text: str) -> SourceRef:
         )
 
 
+def documents_json(documents: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``to_json`` of each document (the data or keys of an append's events), the same text.
+
+    The usual batch, objects whose values are scalars or arrays of scalars or of flat
+    objects (what the normalisers write), is checked in a few passes over the whole batch
+    with no Python call per document or value, then goes straight to msgspec's encoder (as
+    ``to_json`` would send each document); any other batch goes through ``to_json``.
+    """
+    if _plain_documents(documents):
+        try:
+            return [_fast_encode(document).decode() for document in documents]
+        except (TypeError, ValueError):  # e.g. a lone surrogate: the standard path decides
+            pass
+    return [to_json(document) for document in documents]
+
+
+def _plain_documents(documents: Sequence[Mapping[str, Any]]) -> bool:
+    if not _DICT.issuperset(map(type, documents)):
+        return False
+    if not _STR.issuperset(map(type, chain.from_iterable(documents))):
+        return False
+    objects = cast("Sequence[dict[str, Any]]", documents)  # as just checked
+    values: list[Any] = list(chain.from_iterable(map(dict.values, objects)))
+    kinds = set(map(type, values))
+    if _FAST_SCALARS.issuperset(kinds):
+        return True
+    if not _FAST_OR_LIST.issuperset(kinds):
+        return False
+    arrays = compress(values, map(is_, map(type, values), repeat(list)))
+    return _plain_items(list(chain.from_iterable(arrays)))
+
+
+def _plain_items(items: list[Any]) -> bool:
+    """Whether the items of the documents' arrays are scalars or flat objects of scalars."""
+    kinds = set(map(type, items))
+    if _FAST_SCALARS.issuperset(kinds):
+        return True
+    if not _FAST_OR_DICT.issuperset(kinds):
+        return False
+    objects = list(compress(items, map(is_, map(type, items), repeat(dict))))
+    return _STR.issuperset(map(type, chain.from_iterable(objects))) and _FAST_SCALARS.issuperset(
+        map(type, chain.from_iterable(map(dict.values, objects)))
+    )
+
+
+_DICT = frozenset({dict})
+_FAST_OR_LIST = _FAST_SCALARS | {list}
+_FAST_OR_DICT = _FAST_SCALARS | {dict}
+
+
 def string_map(text: str) -> dict[str, str]:
     """A JSON object of strings (event keys, dimensions, source references), as stored."""
     return cast("dict[str, str]", json_object(text))
@@ -391,15 +442,13 @@ def _strings(value: Any) -> dict[str, str]:
 
 
 class Writing:
-    """One write of many rows: a document several rows hold (the very same object, as a
-    claim's events share their keys) is encoded once. Only for the duration of one write,
-    while nothing changes the documents."""
+    """One write of many rows: an instant several rows hold (the very same object, as the
+    events of a batch share theirs) is converted once. Only for the duration of one write."""
 
-    __slots__ = ("_micros", "_texts")
+    __slots__ = ("_micros",)
 
     def __init__(self) -> None:
-        # id -> (the value, kept alive so that its id cannot be reused; its encoding)
-        self._texts: dict[int, tuple[Any, str]] = {}
+        # id -> (the value, kept alive so that its id cannot be reused; its microseconds)
         self._micros: dict[int, tuple[Any, int]] = {}
 
     def micros(self, value: datetime) -> int:
@@ -407,10 +456,4 @@ class Writing:
         found = self._micros.get(id(value))
         if found is None or found[0] is not value:
             found = self._micros[id(value)] = (value, to_micros(value))
-        return found[1]
-
-    def to_json(self, value: Any) -> str:
-        found = self._texts.get(id(value))
-        if found is None or found[0] is not value:
-            found = self._texts[id(value)] = (value, to_json(value))
         return found[1]

@@ -670,22 +670,28 @@ _INSERT_EVENT = (
 )
 
 
-def _event_row(event: Event, writing: codec.Writing) -> Row:
-    """The columns after ``position``; encoding problems raise before anything is sent."""
-    return (
-        event.id,
-        event.type,
-        event.schema_version,
-        _utc(event.occurred_at),
-        _utc(event.recorded_at),
-        event.entity,
-        event.facility,
-        writing.to_json(event.keys),
-        event.correlation_id,
-        event.causation_id,
-        codec.source_to_json(event.source),
-        codec.to_json(event.data),
-    )
+def _event_rows(events: Sequence[Event]) -> list[Row]:
+    """The columns after ``position``; its events' keys and data are encoded as one batch,
+    and encoding problems raise before anything is sent."""
+    keys = codec.documents_json([event.keys for event in events])
+    data = codec.documents_json([event.data for event in events])
+    return [
+        (
+            event.id,
+            event.type,
+            event.schema_version,
+            _utc(event.occurred_at),
+            _utc(event.recorded_at),
+            event.entity,
+            event.facility,
+            keys_text,
+            event.correlation_id,
+            event.causation_id,
+            codec.source_to_json(event.source),
+            data_text,
+        )
+        for event, keys_text, data_text in zip(events, keys, data, strict=True)
+    ]
 
 
 class PostgresEventLog(EventLog):
@@ -695,8 +701,7 @@ class PostgresEventLog(EventLog):
     def append(self, events: Sequence[Event]) -> list[int]:
         if not events:
             return []
-        writing = codec.Writing()
-        rows = [_event_row(event, writing) for event in events]
+        rows = _event_rows(events)
         self._tx.hold_cursor(_EVENTS)
         with self._tx.guarded():
             positions = self._allocate(len(rows))
