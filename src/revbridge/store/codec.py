@@ -19,14 +19,15 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import chain
-from operator import attrgetter, itemgetter
+from functools import partial
+from itertools import chain, count
+from operator import itemgetter, methodcaller
 from typing import Any, NamedTuple, cast
 
 import msgspec
 
 from revbridge.domain.events import SourceRef, new_event, new_source
-from revbridge.domain.journal import JournalLine, new_line
+from revbridge.domain.journal import JournalLine
 from revbridge.store.base import StoredEvent, new_stored_event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -260,62 +261,59 @@ def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     is written once and named by its index. ``refs``: the distinct values of the sources,
     but for ``POSITIONAL_REFS``, in order.
     """
-    shared: dict[int, tuple[int, Mapping[str, str]]] = {}
-    origins: dict[int, tuple[int, Mapping[str, str]]] = {}
-    rows = []
-    source: Mapping[str, str] | None = None
-    s = 0
-    for line in lines:
-        dimensions = line.dimensions
-        d = shared.get(id(dimensions))
-        if d is None:
-            d = shared[id(dimensions)] = (len(shared), dimensions)
-        if line.source is not source:  # the two lines of a pair hold the same one
-            source = line.source
-            found = origins.get(id(source))
-            if found is None:
-                found = origins[id(source)] = (len(origins), source)
-            s = found[0]
-        rows.append((line.account, line.debit, line.credit, line.description, d[0], s))
-    written = _fast_encode(rows).decode() if _plain_lines(lines) else to_json(rows)
-    dimension_maps = [m for _, m in shared.values()]
-    source_maps = [m for _, m in origins.values()]
+    accounts, debits, credits, descriptions, dimensions, sources = (
+        list(map(column, lines)) for column in _LINE_COLUMNS
+    )
+    dimension_no, dimension_maps = _numbered(dimensions)
+    source_no, source_maps = _numbered(sources)
+    rows = list(zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True))
+    plain = _STR.issuperset(map(type, accounts)) and _STR.issuperset(map(type, descriptions))
+    if not (_DECIMAL.issuperset(map(type, debits)) and _DECIMAL.issuperset(map(type, credits))):
+        for amount in (*debits, *credits):
+            amount_to_text(amount)  # refuses what is not a Decimal
+    written = _fast_encode(rows).decode() if plain else to_json(rows)
+    names = set(chain.from_iterable(source_maps))  # the few keys of many sources
     text = (
-        f'{{"dimensions":{_maps_json(dimension_maps)},"sources":{_maps_json(source_maps)},'
+        f'{{"dimensions":{_maps_json(dimension_maps)},"sources":{_maps_json(source_maps, names)},'
         f'"lines":{written}}}'
     )
-    return EncodedLines(text, _refs(source_maps))
+    return EncodedLines(text, _refs(source_maps, names))
 
 
-def _refs(sources: list[Mapping[str, str]]) -> list[str]:
-    values: set[str] = set()
-    for source in sources:
-        values.update(map(source.__getitem__, source.keys() - POSITIONAL_REFS))
-    return sorted(values)
+_LINE_COLUMNS = tuple(map(itemgetter, range(len(JournalLine._fields))))
 
 
-def _plain_lines(lines: Sequence[JournalLine]) -> bool:
-    """Whether every amount is a Decimal (else ``TypeError``) and every account and
-    description a str: then the rows go to msgspec unchecked (it writes a Decimal as
-    ``str(Decimal)``, as ``plain`` does)."""
-    for line in lines:
-        if type(line.debit) is not Decimal or type(line.credit) is not Decimal:
-            amount_to_text(line.debit)
-            amount_to_text(line.credit)
-    return _STR.issuperset(map(type, map(_ACCOUNT, lines))) and _STR.issuperset(
-        map(type, map(_DESCRIPTION, lines))
-    )
+def _numbered(
+    maps: list[Mapping[str, str]],
+) -> tuple[Iterable[int], list[Mapping[str, str]]]:
+    """Each map's number among the distinct ones (the very same object: lines share them),
+    and those, in order of first use."""
+    ids = list(map(id, maps))
+    by_id = dict(zip(ids, maps, strict=True))
+    number = dict(zip(by_id, count()))
+    return map(number.__getitem__, ids), list(by_id.values())
 
 
-_ACCOUNT = attrgetter("account")
-_DESCRIPTION = attrgetter("description")
+def _refs(sources: list[Mapping[str, str]], names: set[str]) -> list[str]:
+    """The distinct values of ``sources`` held under any of their key ``names`` but
+    ``POSITIONAL_REFS``: one pass over the sources per key (a journal's lines have a few
+    keys, and many sources)."""
+    values: set[str | None] = set()
+    for name in names - POSITIONAL_REFS:
+        values.update(map(methodcaller("get", name), sources))
+    values.discard(None)  # from a source without that key
+    return sorted(cast("set[str]", values))
 
 
-def _maps_json(maps: list[Mapping[str, str]]) -> str:
-    """``to_json`` of a list of string maps, checked without the general walk."""
+_DECIMAL = frozenset({Decimal})
+
+
+def _maps_json(maps: list[Mapping[str, str]], names: set[str] | None = None) -> str:
+    """``to_json`` of a list of string maps, checked without the general walk; ``names``:
+    their keys, if known."""
     if (
         _DICT.issuperset(map(type, maps))
-        and _STR.issuperset(map(type, chain.from_iterable(maps)))
+        and _STR.issuperset(map(type, chain.from_iterable(maps) if names is None else names))
         and _STR.issuperset(map(type, chain.from_iterable(map(dict.values, cast(_Maps, maps)))))
     ):
         return _fast_encode(maps).decode()
@@ -411,17 +409,16 @@ class Reading:
             sources = list(map(document.sources.__getitem__, map(_SOURCE_NO, rows)))
         except IndexError as exc:
             raise ValueError(f"stored journal lines name a missing map: {exc}") from exc
-        return tuple(
-            map(
-                new_line,
-                map(_ACCOUNT_TEXT, rows),
-                map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
-                map(amounts.__getitem__, map(_CREDIT_TEXT, rows)),
-                map(_DESCRIPTION_TEXT, rows),
-                dimensions,
-                sources,
-            )
+        columns = zip(
+            map(_ACCOUNT_TEXT, rows),
+            map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
+            map(amounts.__getitem__, map(_CREDIT_TEXT, rows)),
+            map(_DESCRIPTION_TEXT, rows),
+            dimensions,
+            sources,
+            strict=True,
         )
+        return tuple(map(_new_line, columns))
 
 
 class _LinesDocument(msgspec.Struct):
@@ -433,6 +430,8 @@ class _LinesDocument(msgspec.Struct):
 
 
 _decode_lines = msgspec.json.Decoder(_LinesDocument).decode
+_new_line = cast("Callable[[tuple[Any, ...]], JournalLine]", partial(tuple.__new__, JournalLine))
+"""``JournalLine._make`` without its length check (``zip`` makes every tuple whole)."""
 _ACCOUNT_TEXT, _DEBIT_TEXT, _CREDIT_TEXT, _DESCRIPTION_TEXT, _DIMENSIONS_NO, _SOURCE_NO = (
     itemgetter(n) for n in range(6)
 )
