@@ -19,7 +19,6 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import partial
 from itertools import chain, count
 from operator import itemgetter, methodcaller
 from typing import Any, NamedTuple, cast
@@ -27,7 +26,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 
 from revbridge.domain.events import SourceRef, new_event, new_source
-from revbridge.domain.journal import JournalLine
+from revbridge.domain.journal import JournalLine, new_line
 from revbridge.store.base import StoredEvent, new_stored_event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -418,7 +417,7 @@ class Reading:
             sources,
             strict=True,
         )
-        return tuple(map(_new_line, columns))
+        return tuple(map(new_line, columns))
 
 
 class _LinesDocument(msgspec.Struct):
@@ -430,8 +429,6 @@ class _LinesDocument(msgspec.Struct):
 
 
 _decode_lines = msgspec.json.Decoder(_LinesDocument).decode
-_new_line = cast("Callable[[tuple[Any, ...]], JournalLine]", partial(tuple.__new__, JournalLine))
-"""``JournalLine._make`` without its length check (``zip`` makes every tuple whole)."""
 _ACCOUNT_TEXT, _DEBIT_TEXT, _CREDIT_TEXT, _DESCRIPTION_TEXT, _DIMENSIONS_NO, _SOURCE_NO = (
     itemgetter(n) for n in range(6)
 )
