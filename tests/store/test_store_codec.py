@@ -70,7 +70,7 @@ def test_journal_lines_round_trip() -> None:
         JournalLine("1100", Decimal("0.00"), Decimal("10.50"), "cash", dims, source),
         JournalLine("4000", Decimal("0"), Decimal("2"), "", {}, {"c": "2"}),
     )
-    text = codec.lines_to_json(lines)
+    text = codec.encode_lines(lines).text
     back = codec.Reading().lines(text)
     assert back == lines
     assert [str(line.debit) for line in back] == ["10.50", "0.00", "0"]
@@ -80,7 +80,7 @@ def test_journal_lines_round_trip() -> None:
 def test_journal_lines_refuse_float_amounts() -> None:
     line = JournalLine("1200", 10.5, Decimal("0"), "cash")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        codec.lines_to_json([line])
+        codec.encode_lines([line])
 
 
 def test_amounts_must_be_decimal() -> None:

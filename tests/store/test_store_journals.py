@@ -119,6 +119,17 @@ def test_keys_by_source(store: Store, make_journal: MakeJournal) -> None:
         assert uow.journals.keys_by_source("nothing") == []
 
 
+def test_keys_by_source_skips_positional_references(
+    store: Store, make_journal: MakeJournal
+) -> None:
+    source = {"patient_control_number": "7", "raw_id": "17", "unit_id": "18", "segment": "19"}
+    with store.unit_of_work() as uow:
+        uow.journals.add(make_journal("J-1", source=source), target="t", unit_id=None)
+    with store.unit_of_work() as uow:
+        assert uow.journals.keys_by_source("7") == ["J-1"]
+        assert [uow.journals.keys_by_source(n) for n in ("17", "18", "19")] == [[], [], []]
+
+
 def test_mark_posted_and_failed(store: Store, make_journal: MakeJournal) -> None:
     at = utcnow() + timedelta(seconds=3)
     with store.unit_of_work() as uow:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
+from operator import eq, itemgetter, methodcaller, ne, not_
+from types import MappingProxyType
+from typing import Any, NamedTuple, cast
 
-from revbridge.domain.money import ZERO, cents
-from revbridge.domain.values import slot_constructor
+from revbridge.domain.money import CENT, ZERO, cents
+
+_NONE: Mapping[str, str] = MappingProxyType({})  # a line's dimensions or source, if none
 
 
 class UnbalancedJournal(ValueError):
@@ -22,20 +27,29 @@ class JournalStatus(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class JournalLine:
-    """One side of a posting. Exactly one of ``debit`` / ``credit`` is non-zero."""
+class JournalLine(NamedTuple):
+    """One side of a posting. Exactly one of ``debit`` / ``credit`` is non-zero.
+
+    A tuple: a journal has thousands of lines, built and read in bulk; a tuple of strings,
+    amounts and string maps is made in C (``tuple.__new__``) and dropped from the garbage
+    collector's watch, where an object with slots is neither. Its mappings are read-only.
+    """
 
     account: str
     debit: Decimal
     credit: Decimal
     description: str = ""
-    dimensions: Mapping[str, str] = field(default_factory=dict)
-    source: Mapping[str, str] = field(default_factory=dict)
+    dimensions: Mapping[str, str] = _NONE
+    source: Mapping[str, str] = _NONE
 
     @property
     def net(self) -> Decimal:
         return self.debit - self.credit
+
+
+new_line = cast("Callable[[tuple[Any, ...]], JournalLine]", partial(tuple.__new__, JournalLine))
+"""``JournalLine(*fields)`` for hot paths, made in C: one tuple of every field, in order
+(``JournalLine._make`` without its length check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,37 +73,55 @@ class Journal:
         return sum((line.debit for line in self.lines), ZERO)
 
 
-new_line = slot_constructor(JournalLine)
-"""``JournalLine(...)`` for hot paths: every field positionally, in declaration order."""
-
-
 def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
-    """Refuse a journal that does not balance to the cent, or has a bad line."""
+    """Refuse a journal that does not balance to the cent, or has a bad line.
+
+    This runs for every journal built and read, so the usual journal (every line with an
+    account and exactly one side non-zero, every amount a Decimal in whole cents, not
+    negative) is recognised by C-level passes over its columns; anything else goes line
+    by line to ``_check_line``, which says what is wrong and where.
+    """
     if not lines:
         raise UnbalancedJournal(f"journal {key}: no lines")
-    debit = credit = ZERO
-    in_cents: set[int] = set()  # ids of amounts found to be whole cents (lines share them)
-    for number, line in enumerate(lines, start=1):
-        # Inline the test for the usual line (exactly one side non-zero, a positive amount in
-        # cents, an account): this runs for every line of every journal built or read.
-        # Anything else goes to _check_line, which says what is wrong. The lines of a
-        # posting pair, and amounts read back, share their Decimal: tested once.
-        side = line.debit or line.credit
-        if (not line.debit) == (not line.credit) or not line.account:
+    accounts, debits, credits = (
+        map(_ACCOUNT, lines),
+        list(map(_DEBIT, lines)),
+        list(map(_CREDIT, lines)),
+    )
+    if not (
+        all(accounts)
+        and _DECIMAL.issuperset(map(type, debits))
+        and _DECIMAL.issuperset(map(type, credits))
+        and all(map(ne, map(not_, debits), map(not_, credits)))
+        and _whole_cents(debits, credits)
+    ):
+        for number, line in enumerate(lines, start=1):
             _check_line(key, number, line)
-        if id(side) not in in_cents:
-            if side < ZERO or cents(side) != side:
-                _check_line(key, number, line)
-            in_cents.add(id(side))
-        debit += line.debit
-        credit += line.credit
+    debit, credit = sum(debits, ZERO), sum(credits, ZERO)
     if debit != credit:
         raise UnbalancedJournal(f"journal {key}: debits {debit} != credits {credit}")
 
 
+def _whole_cents(debits: list[Decimal], credits: list[Decimal]) -> bool:
+    """Whether every amount is whole cents and not negative, each amount object tested once
+    (the lines of a pair, and amounts read back, share theirs; hashing a Decimal costs more
+    than testing it)."""
+    distinct = dict(zip(map(id, debits), debits, strict=True))
+    distinct.update(zip(map(id, credits), credits, strict=True))
+    amounts = distinct.values()
+    return min(amounts) >= ZERO and all(map(eq, amounts, map(_IN_CENTS, amounts)))
+
+
+_DECIMAL = frozenset({Decimal})
+_ACCOUNT, _DEBIT, _CREDIT = (
+    itemgetter(JournalLine._fields.index(n)) for n in ("account", "debit", "credit")
+)
+_IN_CENTS = methodcaller("quantize", CENT)  # what ``cents`` does, as a C-level call
+
+
 def _check_line(key: str, number: int, line: JournalLine) -> None:
     for side in (line.debit, line.credit):
-        if side < 0 or cents(side) != side:
+        if not isinstance(side, Decimal) or side < 0 or cents(side) != side:
             raise UnbalancedJournal(f"journal {key} line {number}: bad amount {side}")
     if (line.debit == 0) == (line.credit == 0):
         raise UnbalancedJournal(f"journal {key} line {number}: needs exactly one side")
@@ -111,6 +143,6 @@ def posting_pair(
     if value < 0:
         debit_account, credit_account, value = credit_account, debit_account, -value
     return (
-        new_line(debit_account, value, ZERO, description, dimensions, source),
-        new_line(credit_account, ZERO, value, description, dimensions, source),
+        new_line((debit_account, value, ZERO, description, dimensions, source)),
+        new_line((credit_account, ZERO, value, description, dimensions, source)),
     )

@@ -2,8 +2,8 @@
 
 A frozen dataclass's ``__init__`` sets every field through ``object.__setattr__`` (the
 class's own ``__setattr__`` refuses), which costs about twice as much as setting the slots
-directly. The paths that build a few values per claim (events when normalising and reading,
-journal lines when building and reading) use ``slot_constructor`` instead.
+directly. The paths that build a few values per claim (events when normalising and reading)
+use ``slot_constructor`` instead; journal lines are tuples (``journal.new_line``).
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ class _Context:
     claim_status: dict[str, str] = field(default_factory=dict)
     denial: dict[str, Any] | None = None  # subject of the current claim's claim-level denial
     shared_dimensions: dict[str, dict[str, str]] = field(default_factory=dict)  # by reason
+    source_event: Event | None = None  # the event ``source_parts`` are of
+    source_parts: tuple[dict[str, str], dict[str, str]] = ({}, {})
 
     @property
     def payment(self) -> str:
@@ -66,19 +68,23 @@ class _Context:
     def source(self, event: Event, segment: int | None) -> dict[str, str]:
         """A line's source references: ``segment`` is the CAS segment of an adjustment
         carried in its claim's event, else the event's own segment."""
-        where = event.source
-        refs = {
+        if event is not self.source_event:  # a claim's adjustments ask in a row
+            self.source_event = event
+            self.source_parts = self._source_parts(event)
+        head, tail = self.source_parts
+        where = event.source.segment if segment is None else segment
+        return {**head, "segment": str(where), **tail}
+
+    def _source_parts(self, event: Event) -> tuple[dict[str, str], dict[str, str]]:
+        """The references before and after ``segment``, the same for every line of ``event``."""
+        head = {
             "trn": self.header.data["trace_number"],
             "payer_trn": self.header.data["trace_payer"],
-            "raw_id": str(where.raw_id),
-            "unit_id": str(where.unit_id),
-            "segment": str(where.segment if segment is None else segment),
+            "raw_id": str(event.source.raw_id),
+            "unit_id": str(event.source.unit_id),
         }
         keys = event.keys
-        for name in _LINE_REFERENCES:
-            if name in keys:
-                refs[name] = keys[name]
-        return refs
+        return head, {name: keys[name] for name in _LINE_REFERENCES if name in keys}
 
     def exception(
         self, reason: str, detail: str, event: Event, segment: int | None, **extra: Any

@@ -491,7 +491,9 @@ class JournalRepository(abc.ABC):
 
     @abc.abstractmethod
     def keys_by_source(self, value: str) -> list[str]:
-        """Keys of journals with a line whose source references contain ``value``."""
+        """Keys of journals with a line whose source references contain ``value``; the
+        positional ones (``codec.POSITIONAL_REFS``: raw id, unit id, segment) are not
+        looked in: a number such as ``17`` names no business object alone."""
 
 
 class Outbox(abc.ABC):

@@ -19,9 +19,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import chain, compress, repeat
-from operator import attrgetter, is_
-from typing import Any, cast
+from itertools import chain, compress, count, repeat
+from operator import is_, itemgetter, methodcaller
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -286,7 +286,20 @@ def amount_to_text(value: Decimal) -> str:
     return str(value)
 
 
-def lines_to_json(lines: Sequence[JournalLine]) -> str:
+class EncodedLines(NamedTuple):
+    """A journal's lines as stored: the document, and the values to index its lines by."""
+
+    text: str
+    refs: list[str]
+
+
+POSITIONAL_REFS = frozenset({"raw_id", "unit_id", "segment"})
+"""Source references not indexed for ``keys_by_source``: numbers that mean nothing alone
+(a segment ``17`` is in every unit); a line is traced by its business keys, the events
+carry these."""
+
+
+def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     """A journal's lines as one JSON document (one column of its row, not a row per line)::
 
         {"dimensions": [{...}, ...], "sources": [{...}, ...],
@@ -294,55 +307,70 @@ def lines_to_json(lines: Sequence[JournalLine]) -> str:
 
     Amounts are ``str(Decimal)``; a dimension set or source several lines hold (the very
     same mapping: a journal's lines share a few dimension sets, a posting pair its source)
-    is written once and named by its index.
+    is written once and named by its index. ``refs``: the distinct values of the sources,
+    but for ``POSITIONAL_REFS``, in order.
     """
-    dimension_no: dict[int, int] = {}
-    source_no: dict[int, int] = {}
-    shared: list[Mapping[str, str]] = []
-    origins: list[Mapping[str, str]] = []
-    rows = []
-    for line in lines:
-        dimensions, source = line.dimensions, line.source
-        d = dimension_no.get(id(dimensions))
-        if d is None:
-            d = dimension_no[id(dimensions)] = len(shared)
-            shared.append(dimensions)
-        s = source_no.get(id(source))
-        if s is None:
-            s = source_no[id(source)] = len(origins)
-            origins.append(source)
-        rows.append((line.account, line.debit, line.credit, line.description, d, s))
-    written = _fast_encode(rows).decode() if _plain_lines(lines) else to_json(rows)
-    return (
-        f'{{"dimensions":{_maps_json(shared)},"sources":{_maps_json(origins)},"lines":{written}}}'
+    accounts, debits, credits, descriptions, dimensions, sources = (
+        list(map(column, lines)) for column in _LINE_COLUMNS
     )
-
-
-def _plain_lines(lines: Sequence[JournalLine]) -> bool:
-    """Whether every amount is a Decimal (else ``TypeError``) and every account and
-    description a str: then the rows go to msgspec unchecked (it writes a Decimal as
-    ``str(Decimal)``, as ``plain`` does)."""
-    for line in lines:
-        if type(line.debit) is not Decimal or type(line.credit) is not Decimal:
-            amount_to_text(line.debit)
-            amount_to_text(line.credit)
-    return _STR.issuperset(map(type, map(_ACCOUNT, lines))) and _STR.issuperset(
-        map(type, map(_DESCRIPTION, lines))
+    dimension_no, dimension_maps = _numbered(dimensions)
+    source_no, source_maps = _numbered(sources)
+    rows = list(zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True))
+    plain = _STR.issuperset(map(type, accounts)) and _STR.issuperset(map(type, descriptions))
+    if not (_DECIMAL.issuperset(map(type, debits)) and _DECIMAL.issuperset(map(type, credits))):
+        for amount in (*debits, *credits):
+            amount_to_text(amount)  # refuses what is not a Decimal
+    written = _fast_encode(rows).decode() if plain else to_json(rows)
+    names = set(chain.from_iterable(source_maps))  # the few keys of many sources
+    text = (
+        f'{{"dimensions":{_maps_json(dimension_maps)},"sources":{_maps_json(source_maps, names)},'
+        f'"lines":{written}}}'
     )
+    return EncodedLines(text, _refs(source_maps, names))
 
 
-_ACCOUNT = attrgetter("account")
-_DESCRIPTION = attrgetter("description")
+_LINE_COLUMNS = tuple(map(itemgetter, range(len(JournalLine._fields))))
 
 
-def _maps_json(maps: list[Mapping[str, str]]) -> str:
-    """``to_json`` of a list of string maps, checked without the general walk."""
-    if all(
-        type(m) is dict and _STR.issuperset(map(type, m)) and _STR.issuperset(map(type, m.values()))
-        for m in maps
+def _numbered(
+    maps: list[Mapping[str, str]],
+) -> tuple[Iterable[int], list[Mapping[str, str]]]:
+    """Each map's number among the distinct ones (the very same object: lines share them),
+    and those, in order of first use."""
+    ids = list(map(id, maps))
+    by_id = dict(zip(ids, maps, strict=True))
+    number = dict(zip(by_id, count()))
+    return map(number.__getitem__, ids), list(by_id.values())
+
+
+def _refs(sources: list[Mapping[str, str]], names: set[str]) -> list[str]:
+    """The distinct values of ``sources`` held under any of their key ``names`` but
+    ``POSITIONAL_REFS``: one pass over the sources per key (a journal's lines have a few
+    keys, and many sources)."""
+    values: set[str | None] = set()
+    for name in names - POSITIONAL_REFS:
+        values.update(map(methodcaller("get", name), sources))
+    values.discard(None)  # from a source without that key
+    return sorted(cast("set[str]", values))
+
+
+_DECIMAL = frozenset({Decimal})
+
+
+def _maps_json(maps: list[Mapping[str, str]], names: set[str] | None = None) -> str:
+    """``to_json`` of a list of string maps, checked without the general walk; ``names``:
+    their keys, if known."""
+    if (
+        _DICT.issuperset(map(type, maps))
+        and _STR.issuperset(map(type, chain.from_iterable(maps) if names is None else names))
+        and _STR.issuperset(map(type, chain.from_iterable(map(dict.values, cast(_Maps, maps)))))
     ):
         return _fast_encode(maps).decode()
     return to_json(maps)
+
+
+_DICT = frozenset({dict})
+_Maps = list[dict[str, str]]
 
 
 # ---------------------------------------------------------------- many rows at once
@@ -416,29 +444,60 @@ class Reading:
         return built
 
     def lines(self, text: str) -> tuple[JournalLine, ...]:
-        """The lines of a ``lines_to_json`` document, sharing repeated amounts (and, as
-        written, dimension sets and sources). The lookups are written out: this runs for
-        every line of every journal read."""
-        document = json_object(text)
-        dimensions = [_strings(value) for value in document["dimensions"]]
-        sources = [_strings(value) for value in document["sources"]]
+        """The lines of an ``encode_lines`` document, sharing repeated amounts (and, as
+        written, dimension sets and sources). Built by C-level maps over the decoded
+        columns: this runs for every line of every journal read."""
+        document = _lines_document(text)
+        rows = document.lines
         amounts = self._amounts
-        built = []
-        for account, debit_text, credit_text, description, d, s in document["lines"]:
-            debit = amounts.get(debit_text)
-            if debit is None:
-                debit = self.amount(debit_text)
-            credit = amounts.get(credit_text)
-            if credit is None:
-                credit = self.amount(credit_text)
-            built.append(new_line(account, debit, credit, description, dimensions[d], sources[s]))
-        return tuple(built)
+        for amount_text in {*map(_DEBIT_TEXT, rows), *map(_CREDIT_TEXT, rows)}:
+            if amount_text not in amounts:
+                amounts[amount_text] = Decimal(amount_text)
+        try:
+            dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
+            sources = list(map(document.sources.__getitem__, map(_SOURCE_NO, rows)))
+        except IndexError as exc:
+            raise ValueError(f"stored journal lines name a missing map: {exc}") from exc
+        columns = zip(
+            map(_ACCOUNT_TEXT, rows),
+            map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
+            map(amounts.__getitem__, map(_CREDIT_TEXT, rows)),
+            map(_DESCRIPTION_TEXT, rows),
+            dimensions,
+            sources,
+            strict=True,
+        )
+        return tuple(map(new_line, columns))
 
 
-def _strings(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ValueError("stored JSON is not an object")
-    return cast("dict[str, str]", value)
+class _LinesDocument(msgspec.Struct):
+    """An ``encode_lines`` document, its types checked by the decoder."""
+
+    dimensions: list[dict[str, str]]
+    sources: list[dict[str, str]]
+    lines: list[tuple[str, str, str, str, int, int]]
+
+
+_decode_lines = msgspec.json.Decoder(_LinesDocument).decode
+_ACCOUNT_TEXT, _DEBIT_TEXT, _CREDIT_TEXT, _DESCRIPTION_TEXT, _DIMENSIONS_NO, _SOURCE_NO = (
+    itemgetter(n) for n in range(6)
+)
+
+
+def _lines_document(text: str) -> _LinesDocument:
+    try:
+        return _decode_lines(text)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"stored journal lines are malformed: {exc}") from exc
+    except msgspec.DecodeError:  # what msgspec refuses, e.g. an escaped lone surrogate
+        return _converted(json.loads(text))
+
+
+def _converted(value: Any) -> _LinesDocument:
+    try:
+        return msgspec.convert(value, _LinesDocument)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"stored journal lines are malformed: {exc}") from exc
 
 
 class Writing:

@@ -1029,8 +1029,7 @@ class PostgresJournalRepository(JournalRepository):
         self._tx = tx
 
     def add(self, journal: Journal, *, target: str, unit_id: int | None) -> bool:
-        sources = {id(line.source): line.source for line in journal.lines}  # pairs share one
-        refs = dict.fromkeys(value for source in sources.values() for value in source.values())
+        lines = codec.encode_lines(journal.lines)
         with self._tx.guarded():
             added = self._tx.run(
                 f"INSERT INTO journals ({_JOURNAL_COLUMNS})"
@@ -1048,14 +1047,14 @@ class PostgresJournalRepository(JournalRepository):
                     target,
                     unit_id,
                     utcnow(),
-                    codec.lines_to_json(journal.lines),
+                    lines.text,
                 ),
             )
             if added:
                 self._tx.many(
                     "INSERT INTO journal_line_refs (value, journal_key) VALUES (%s, %s)"
                     " ON CONFLICT DO NOTHING",
-                    [(value, journal.key) for value in refs],
+                    [(value, journal.key) for value in lines.refs],
                 )
         return bool(added)
 

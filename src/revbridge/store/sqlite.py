@@ -802,6 +802,7 @@ class SQLiteJournalRepository(JournalRepository):
         self._tx = tx
 
     def add(self, journal: Journal, *, target: str, unit_id: int | None) -> bool:
+        lines = codec.encode_lines(journal.lines)
         added = self._tx.update(
             f"INSERT INTO journals ({_JOURNAL_COLUMNS})"
             f" VALUES ({_placeholders(15)}) ON CONFLICT (key) DO NOTHING",
@@ -820,23 +821,18 @@ class SQLiteJournalRepository(JournalRepository):
                 codec.to_micros(utcnow()),
                 None,
                 None,
-                codec.lines_to_json(journal.lines),
+                lines.text,
             ),
         )
         if not added:
             return False
-        self._add_refs(journal)
-        return True
-
-    def _add_refs(self, journal: Journal) -> None:
-        sources = {id(line.source): line.source for line in journal.lines}  # pairs share one
-        values = dict.fromkeys(value for source in sources.values() for value in source.values())
         self._tx.insert_rows(
             "INSERT INTO journal_line_refs (value, journal_key) VALUES",
-            [(value, journal.key) for value in sorted(values)],  # in index order: faster
+            [(value, journal.key) for value in lines.refs],  # in index order: faster
             _REFS_PER_STATEMENT,
             " ON CONFLICT DO NOTHING",
         )
+        return True
 
     def get(self, key: str) -> JournalRecord | None:
         records = self._select("WHERE key = ?", (key,))
