@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, cast
 
 import msgspec
 
-from revbridge.domain.events import SourceRef, new_event, new_source
+from revbridge.domain.events import Event, SourceRef, new_event, new_source
 from revbridge.domain.journal import JournalLine, new_line
 from revbridge.store.base import StoredEvent, new_stored_event
 
@@ -220,6 +220,33 @@ def source_from_json(text: str) -> SourceRef:
             value.get("segment"),
             value.get("path"),
         )
+
+
+def event_rows(
+    events: Sequence[Event], instant: Callable[[datetime], Any]
+) -> list[tuple[Any, ...]]:
+    """The event columns after ``position`` of an append, in both backends' column order;
+    ``instant`` stores a datetime the backend's way. Keys and data are encoded as one batch,
+    so encoding problems raise before anything is sent."""
+    keys = documents_json([event.keys for event in events])
+    data = documents_json([event.data for event in events])
+    return [
+        (
+            event.id,
+            event.type,
+            event.schema_version,
+            instant(event.occurred_at),
+            instant(event.recorded_at),
+            event.entity,
+            event.facility,
+            keys_text,
+            event.correlation_id,
+            event.causation_id,
+            source_to_json(event.source),
+            data_text,
+        )
+        for event, keys_text, data_text in zip(events, keys, data, strict=True)
+    ]
 
 
 def documents_json(documents: Sequence[Mapping[str, Any]]) -> list[str]:

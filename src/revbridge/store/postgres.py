@@ -670,30 +670,6 @@ _INSERT_EVENT = (
 )
 
 
-def _event_rows(events: Sequence[Event]) -> list[Row]:
-    """The columns after ``position``; its events' keys and data are encoded as one batch,
-    and encoding problems raise before anything is sent."""
-    keys = codec.documents_json([event.keys for event in events])
-    data = codec.documents_json([event.data for event in events])
-    return [
-        (
-            event.id,
-            event.type,
-            event.schema_version,
-            _utc(event.occurred_at),
-            _utc(event.recorded_at),
-            event.entity,
-            event.facility,
-            keys_text,
-            event.correlation_id,
-            event.causation_id,
-            codec.source_to_json(event.source),
-            data_text,
-        )
-        for event, keys_text, data_text in zip(events, keys, data, strict=True)
-    ]
-
-
 class PostgresEventLog(EventLog):
     def __init__(self, tx: _Tx) -> None:
         self._tx = tx
@@ -701,7 +677,7 @@ class PostgresEventLog(EventLog):
     def append(self, events: Sequence[Event]) -> list[int]:
         if not events:
             return []
-        rows = _event_rows(events)
+        rows = codec.event_rows(events, _utc)
         self._tx.hold_cursor(_EVENTS)
         with self._tx.guarded():
             positions = self._allocate(len(rows))

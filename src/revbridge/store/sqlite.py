@@ -448,30 +448,6 @@ _INSERT_EVENT_KEYS = "INSERT INTO event_keys (value, position) VALUES"
 _EVENTS_PER_STATEMENT = 200
 
 
-def _event_rows(events: Sequence[Event]) -> list[Row]:
-    """The rows of an append; its events' keys and data are encoded as one batch."""
-    micros = codec.Writing().micros
-    keys = codec.documents_json([event.keys for event in events])
-    data = codec.documents_json([event.data for event in events])
-    return [
-        (
-            event.id,
-            event.type,
-            event.schema_version,
-            micros(event.occurred_at),
-            micros(event.recorded_at),
-            event.entity,
-            event.facility,
-            keys_text,
-            event.correlation_id,
-            event.causation_id,
-            codec.source_to_json(event.source),
-            data_text,
-        )
-        for event, keys_text, data_text in zip(events, keys, data, strict=True)
-    ]
-
-
 class SQLiteEventLog(EventLog):
     def __init__(self, tx: _Tx) -> None:
         self._tx = tx
@@ -479,7 +455,7 @@ class SQLiteEventLog(EventLog):
     def append(self, events: Sequence[Event]) -> list[int]:
         if not events:
             return []
-        rows = _event_rows(events)
+        rows = codec.event_rows(events, codec.Writing().micros)
         self._tx.insert_rows(_INSERT_EVENTS, rows, _EVENTS_PER_STATEMENT)
         positions = self._positions(len(rows))
         key_rows = _run_starts(events, positions)
