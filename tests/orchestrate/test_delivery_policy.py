@@ -177,8 +177,7 @@ def test_nothing_is_sent_before_retry_after_and_every_journal_posts_once(
     assert erp.violations == 0
     assert sorted(erp.booked) == journal_keys(app) == baseline[0]
     assert exception_reasons(app) == baseline[1]
-    assert worker.stats.parked == 0 and worker.stats.retried == 0
-    assert len(throttled) < len(erp.log) / 4
+    assert worker.stats.parked == 0 and worker.stats.retried == 0  # 429 share: the bench
     app.close()
 
 
@@ -212,7 +211,9 @@ def test_a_30_minute_outage_opens_no_exception_item_and_posts_everything_once(
     assert worker.stats.parked == 0
     assert sorted(erp.booked) == journal_keys(app) == baseline[0]
     refused = [at for at, status in erp.log if status == 0]
-    assert len(refused) <= 3 + 30 * 60 // 30 + 1  # opens, then one probe per cool-down
+    probes = refused[3:]  # the breaker opened after 3 failures; then only half-open probes
+    assert probes, "the breaker never probed the down ERP"
+    assert all((b - a).total_seconds() >= 30 for a, b in itertools.pairwise(probes))
     assert app.guards["gl"].state is BreakerState.CLOSED  # drain rate: bench_rate_limit.py
     app.close()
 
