@@ -13,15 +13,12 @@ import logging
 import subprocess
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from revbridge.domain.journal import Journal, JournalLine
+from revbridge.domain.journal import Journal
 from revbridge.orchestrate.handlers import ERP_INDETERMINATE
-from revbridge.post.gl_file import GLFileSink
 from revbridge.store.base import JobStatus
 from tests.conftest import WORKED_EXAMPLE
 from tests.faults.checker import SenderHistory
@@ -194,24 +191,3 @@ def test_several_workers_racing_for_the_same_jobs(work: Path) -> None:
     sent = Counter(k for c in call_log(deployment.erp_db) if c.op == "post" for k in c.keys)
     assert set(sent.values()) == {1}, "the ERP was sent a key more than once"
     print(f"\njobs {len(jobs)}, run by the four workers: {shares}")
-
-
-def test_gl_file_lookup_sees_what_another_process_wrote(work: Path) -> None:
-    def journal(key: str) -> Journal:
-        return Journal(
-            key=key,
-            entity="RHS",
-            date=date(2025, 1, 3),
-            description="d",
-            lines=(
-                JournalLine("1005", Decimal("10.00"), Decimal(0)),
-                JournalLine("1115", Decimal(0), Decimal("10.00")),
-            ),
-            rule_version="1",
-        )
-
-    folder = work / "gl-out"
-    survivor, dying = GLFileSink(folder), GLFileSink(folder)
-    assert survivor.lookup(["835:A"]) == {}  # the survivor has looked before
-    dying.post([journal("835:A")])  # the other process books, then dies unrecorded
-    assert survivor.lookup(["835:A"]) != {}, "a resend would write 835:A a second time"

@@ -53,3 +53,10 @@ def test_overlapping_posts_of_the_same_keys_write_each_once(tmp_path: Path) -> N
         answers = list(pool.map(lambda sink: sink.post(batch), sinks))
     assert all(answer == answers[0] for answer in answers)
     assert set(written_keys(tmp_path).values()) == {1}
+
+
+def test_lookup_sees_what_another_process_wrote(tmp_path: Path) -> None:
+    survivor, dying = GLFileSink(tmp_path), GLFileSink(tmp_path)
+    assert survivor.lookup(["835:A"]) == {}  # the survivor has looked before
+    dying.post([journal("835:A")])  # the other process books, then dies unrecorded
+    assert survivor.lookup(["835:A"]) != {}, "a resend would write 835:A a second time"
