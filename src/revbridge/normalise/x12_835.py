@@ -10,6 +10,10 @@ Mapping versions (both stay replayable, ``MAPPINGS``):
   carried in its ``claim.adjudicated`` / ``claim.reversed`` event, ``data.adjustments``, in
   segment order, each with its CAS ``segment``: one event per claim instead of one per
   claim and per CAS triplet (≈ 1.1 events per claim instead of ≈ 7.7).
+  Its claim events are built by a C fast path (``_fast_x12_835.c``, built by ``pip
+  install``) when it is there; the Python builder below is its reference (used without the
+  extension, and whenever the fast path declines a model it was not written for), and
+  ``tests/normalise/test_x12_835_fast.py`` checks that both give equal events.
 - ``x12_835/1``: an ``adjustment.booked`` event per CAS triplet, after its claim's event.
   Events stored under it are still read by the ledger and the work queue.
 """
@@ -21,9 +25,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
-from revbridge.domain.events import Event, EventType, new_event, new_source, uuid7_from_int
+from revbridge.domain.events import (
+    Event,
+    EventType,
+    SourceRef,
+    new_event,
+    new_source,
+    uuid7_from_int,
+)
 from revbridge.domain.money import money_str
 from revbridge.formats.x12.balance import check_835
 from revbridge.formats.x12.issues import X12Error, X12Issue
@@ -32,6 +44,7 @@ from revbridge.formats.x12.model835 import (
     ClaimPayment,
     ProviderAdjustment,
     Remittance835,
+    ServiceLine,
 )
 from revbridge.formats.x12.parse835 import parse_835_bytes
 from revbridge.formats.x12.tokenizer import Delimiters
@@ -54,6 +67,30 @@ STATUS_KINDS = {
     "23": "not_our_claim",
     "25": "predetermination",
 }
+UNKNOWN_STATUS_KIND = "unknown"
+_ID_STRIDE = 0x9E3779B97F4A7C15F39D  # odd: ordinals map to distinct 80-bit tails
+
+try:
+    from revbridge.normalise import _fast_x12_835
+except ImportError:  # installed without the C extension: pure Python only
+    FAST = False
+else:
+    FAST = True
+    _fast_x12_835.configure(
+        Event,
+        SourceRef,
+        ClaimPayment,
+        ServiceLine,
+        Adjustment,
+        money_str,
+        STATUS_KINDS,
+        UNKNOWN_STATUS_KIND,
+        SECONDARY_STATUSES,
+        EventType.CLAIM_ADJUDICATED,
+        EventType.CLAIM_REVERSED,
+        SCHEMA_VERSION,
+        _ID_STRIDE,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +130,14 @@ def normalise_835_flat(unit: UnitInput, recorded_at: datetime) -> Normalised | R
     return _normalise(unit, recorded_at, FLAT_MAPPING_VERSION)
 
 
-def _normalise(unit: UnitInput, recorded_at: datetime, version: str) -> Normalised | Rejected:
+def normalise_835_reference(unit: UnitInput, recorded_at: datetime) -> Normalised | Rejected:
+    """:func:`normalise_835` with the Python builder only (the C fast path's reference)."""
+    return _normalise(unit, recorded_at, MAPPING_VERSION, fast=False)
+
+
+def _normalise(
+    unit: UnitInput, recorded_at: datetime, version: str, *, fast: bool = FAST
+) -> Normalised | Rejected:
     try:
         remittance = parse_835_bytes(
             unit.data, Delimiters.decode(unit.delimiters), unit.first_segment
@@ -105,7 +149,7 @@ def _normalise(unit: UnitInput, recorded_at: datetime, version: str) -> Normalis
     if errors:
         return Rejected(errors)
     warnings = [i for i in issues if i.severity != "error"]
-    return _events(remittance, unit, recorded_at, warnings, version)
+    return _events(remittance, unit, recorded_at, warnings, version, fast=fast)
 
 
 def payment_key(remittance: Remittance835) -> str:
@@ -119,12 +163,23 @@ def _events(
     recorded_at: datetime,
     warnings: list[X12Issue],
     version: str,
+    *,
+    fast: bool,
 ) -> Normalised:
-    bodies = list(_bodies(r, nested=version != FLAT_MAPPING_VERSION))
     fingerprint = _fingerprint(unit)
-    bodies[0][3]["fingerprint"] = fingerprint
     build = _Builder(r, unit, recorded_at, version)
-    events = [build.event(n, *body) for n, body in enumerate(bodies)]
+    payment = _payment_keys(r)
+    head = _remittance_body(r, payment)
+    head[3]["fingerprint"] = fingerprint
+    claims = build.claim_events(r) if fast and version == MAPPING_VERSION else None
+    if claims is None:  # the reference builder (also for x12_835/1)
+        nested = version != FLAT_MAPPING_VERSION
+        bodies = chain([head], _claim_bodies(r, payment, nested=nested), _plb_bodies(r, payment))
+        events = [build.event(n, *body) for n, body in enumerate(bodies)]
+    else:
+        events = [build.event(0, *head), *claims]
+        first = len(events)
+        events += (build.event(first + n, *body) for n, body in enumerate(_plb_bodies(r, payment)))
     return Normalised(events, warnings, payment_key(r), fingerprint)
 
 
@@ -141,11 +196,17 @@ def _fingerprint(unit: UnitInput) -> str:
 Body = tuple[str, int, dict[str, str], dict[str, Any]]
 
 
-def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
-    """(type, segment, keys, data) for every event of the remittance, in order; ``nested``:
-    a claim's adjustments in its event's data, else an event each."""
-    payment = {"payment": payment_key(r), "trace_number": r.trace_number}
-    yield EventType.REMITTANCE_RECEIVED, r.first_segment, payment, _remittance_data(r)
+def _payment_keys(r: Remittance835) -> dict[str, str]:
+    return {"payment": payment_key(r), "trace_number": r.trace_number}
+
+
+def _remittance_body(r: Remittance835, payment: dict[str, str]) -> Body:
+    return EventType.REMITTANCE_RECEIVED, r.first_segment, payment, _remittance_data(r)
+
+
+def _claim_bodies(r: Remittance835, payment: dict[str, str], *, nested: bool) -> Iterator[Body]:
+    """(type, segment, keys, data) for the events of the remittance's claims, in order;
+    ``nested``: a claim's adjustments in its event's data, else an event each."""
     reversed_accounts: set[str] = set()
     for claim in r.claims:
         keys = _claim_keys(payment, claim)
@@ -165,6 +226,9 @@ def _bodies(r: Remittance835, *, nested: bool) -> Iterator[Body]:
         for adjustment, line in _adjustments(claim):
             data = _adjustment_data(claim, adjustment, line, correction)
             yield EventType.ADJUSTMENT_BOOKED, adjustment.segment_number, keys, data
+
+
+def _plb_bodies(r: Remittance835, payment: dict[str, str]) -> Iterator[Body]:
     for plb in r.provider_adjustments:
         keys = {**payment, **({"plb_reference": plb.reference} if plb.reference else {})}
         yield EventType.PROVIDER_ADJUSTMENT_BOOKED, plb.segment_number, keys, _plb_data(plb)
@@ -221,7 +285,7 @@ def _remittance_data(r: Remittance835) -> dict[str, Any]:
 def _claim_data(claim: ClaimPayment, correction: bool) -> dict[str, Any]:
     return {
         "status": claim.status,
-        "status_kind": STATUS_KINDS.get(claim.status, "unknown"),
+        "status_kind": STATUS_KINDS.get(claim.status, UNKNOWN_STATUS_KIND),
         "correction": correction,
         "charge": money_str(claim.charge),
         "paid": money_str(claim.paid),
@@ -315,10 +379,11 @@ class _Builder:
         self, r: Remittance835, unit: UnitInput, recorded_at: datetime, version: str
     ) -> None:
         self.unit, self.recorded_at = unit, recorded_at
+        self.payment = payment_key(r)
         day = r.production_date or r.effective_date or recorded_at.date()
         self.occurred_at = datetime(day.year, day.month, day.day, tzinfo=UTC)
         self.unix_ms = int(self.occurred_at.timestamp() * 1000)
-        self.correlation_id = f"835:{payment_key(r)}"
+        self.correlation_id = f"835:{self.payment}"
         seed = f"{unit.content_hash}|{version}".encode()
         self.base = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big")
 
@@ -342,8 +407,26 @@ class _Builder:
             data,
         )
 
+    def claim_events(self, r: Remittance835) -> list[Event] | None:
+        """The events of the remittance's claims (ordinals from 1, after the remittance's)
+        by the C fast path, as ``_claim_bodies(nested=True)`` and ``event`` build them;
+        None when the fast path declines the model (the caller builds them itself)."""
+        unit = self.unit
+        return _fast_x12_835.claim_events(
+            r.claims,
+            1,
+            self.unix_ms,
+            self.base,
+            self.occurred_at,
+            self.recorded_at,
+            self.correlation_id,
+            unit.channel,
+            unit.raw_id,
+            unit.unit_id,
+            self.payment,
+            r.trace_number,
+        )
 
-_ID_STRIDE = 0x9E3779B97F4A7C15F39D  # odd: ordinals map to distinct 80-bit tails
 
 SPEC = ComponentSpec(
     "normalisers",

@@ -1,0 +1,782 @@
+/* Fast path of normalise/x12_835.py, mapping x12_835/2: a remittance's claim events in C.
+ *
+ * The Python builder (x12_835._claim_bodies and _Builder.event) is the reference: for every
+ * claim this builds the very Event it builds (same id, keys, data with its keys in the same
+ * order, same source), in one call per remittance.  It reads the parsed model through the
+ * slots of the classes given to ``configure`` and declines (returns None) whenever a value
+ * is not of the type the model declares in a way that could change the result (a status
+ * that is not exactly a str, a date that is not exactly a date, ...): the caller then runs
+ * the reference, so odd input still gets the reference's events or error.
+ *
+ * Events and source refs are created with their class's own allocator and their slots filled
+ * directly (offsets read from the member descriptors by ``configure``); the classes have no
+ * __post_init__, so this is what their __init__ would store.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <stdint.h>
+#include <string.h>
+#include <structmember.h>
+
+#define MAX_FIELDS 16
+#define DATE_CACHE_BITS 8
+
+/* -- classes ----------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int size;
+    int built; /* 1: built here, so every slot is listed (in declaration order) */
+    const char *fields[MAX_FIELDS];
+    PyTypeObject *type;
+    Py_ssize_t offsets[MAX_FIELDS];
+} Shape;
+
+enum { ADJUSTMENT, SERVICE_LINE, CLAIM_PAYMENT, EVENT, SOURCE_REF, SHAPES };
+
+/* Read shapes list the fields used, in the order of the enums below. */
+enum { A_GROUP, A_REASON, A_AMOUNT, A_QUANTITY, A_SEGMENT };
+enum { L_PROCEDURE, L_CHARGE, L_PAID, L_REVENUE, L_CONTROL, L_DATE, L_ADJUSTMENTS, L_SEGMENT };
+enum {
+    C_PCN, C_STATUS, C_CHARGE, C_PAID, C_RESPONSIBILITY, C_FILING, C_PAYER_CLAIM, C_FACILITY,
+    C_FREQUENCY, C_ORIGINAL, C_FROM, C_TO, C_ADJUSTMENTS, C_LINES, C_SEGMENT
+};
+
+static Shape shapes[SHAPES] = {
+    {"Adjustment", 5, 0, {"group", "reason", "amount", "quantity", "segment_number"}, NULL, {0}},
+    {"ServiceLine",
+     8,
+     0,
+     {"procedure", "charge", "paid", "revenue_code", "control_number", "service_date",
+      "adjustments", "segment_number"},
+     NULL,
+     {0}},
+    {"ClaimPayment",
+     15,
+     0,
+     {"patient_control_number", "status", "charge", "paid", "patient_responsibility",
+      "filing_indicator", "payer_claim_number", "facility_type", "frequency",
+      "original_payer_claim_number", "statement_from", "statement_to", "adjustments", "lines",
+      "segment_number"},
+     NULL,
+     {0}},
+    {"Event",
+     12,
+     1,
+     {"id", "type", "schema_version", "occurred_at", "recorded_at", "entity", "facility", "keys",
+      "correlation_id", "causation_id", "source", "data"},
+     NULL,
+     {0}},
+    {"SourceRef", 5, 1, {"channel", "raw_id", "unit_id", "segment", "path"}, NULL, {0}},
+};
+
+static int
+configure_shape(Shape *shape, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a class", shape->name);
+        return -1;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    if (shape->built) {
+        PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
+        if (slots == NULL) {
+            return -1;
+        }
+        Py_ssize_t nslots = PyObject_Length(slots);
+        Py_DECREF(slots);
+        if (nslots != shape->size) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_TypeError, "%s has %zd slots, _fast_x12_835 expects %d",
+                             shape->name, nslots, shape->size);
+            }
+            return -1;
+        }
+        if (PyObject_HasAttrString(cls, "__post_init__")) {
+            PyErr_Format(PyExc_TypeError, "%s has __post_init__: _fast_x12_835 cannot build it",
+                         shape->name);
+            return -1;
+        }
+    }
+    for (int i = 0; i < shape->size; i++) {
+        PyObject *descr = PyDict_GetItemString(type->tp_dict, shape->fields[i]);
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", shape->name, shape->fields[i]);
+            return -1;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (((PyDescrObject *)descr)->d_type != type || member->type != T_OBJECT_EX ||
+            (member->flags & READONLY) || member->offset < (Py_ssize_t)sizeof(PyObject) ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a plain object slot", shape->name,
+                         shape->fields[i]);
+            return -1;
+        }
+        shape->offsets[i] = member->offset;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(shape->type, type);
+    return 0;
+}
+
+/* A borrowed slot value of obj, an instance of exactly the shape's class; NULL (and no
+ * exception) when obj is anything else or the slot is empty. */
+static PyObject *
+slot(PyObject *obj, int which, int field)
+{
+    const Shape *shape = &shapes[which];
+    if (Py_TYPE(obj) != shape->type) {
+        return NULL;
+    }
+    return *(PyObject **)((char *)obj + shape->offsets[field]);
+}
+
+/* A new instance of a built shape; steals the references in values (all of them, even on
+ * failure, and NULL values make it fail). */
+static PyObject *
+build(int which, PyObject **values)
+{
+    Shape *shape = &shapes[which];
+    int complete = 1;
+    for (int i = 0; i < shape->size; i++) {
+        complete &= values[i] != NULL;
+    }
+    PyObject *obj = complete ? shape->type->tp_alloc(shape->type, 0) : NULL;
+    for (int i = 0; i < shape->size; i++) {
+        if (obj == NULL) {
+            Py_XDECREF(values[i]);
+        }
+        else {
+            *(PyObject **)((char *)obj + shape->offsets[i]) = values[i];
+        }
+    }
+    return obj;
+}
+
+/* -- configuration ----------------------------------------------------------------------- */
+
+static PyObject *money_str = NULL;       /* domain.money.money_str: amounts not in plain form */
+static PyObject *status_kinds = NULL;    /* x12_835.STATUS_KINDS */
+static PyObject *unknown_kind = NULL;    /* its default */
+static PyObject *secondary = NULL;       /* x12_835.SECONDARY_STATUSES */
+static PyObject *adjudicated = NULL;     /* EventType.CLAIM_ADJUDICATED */
+static PyObject *reversed_type = NULL;   /* EventType.CLAIM_REVERSED */
+static PyObject *schema_version = NULL;  /* x12_835.SCHEMA_VERSION */
+static unsigned __int128 id_stride = 0;  /* x12_835._ID_STRIDE */
+
+#define TAIL_MASK ((((unsigned __int128)1) << 80) - 1)
+
+/* A non-negative int below 2**80 as a 128-bit integer. */
+static int
+u80_of(PyObject *value, unsigned __int128 *out)
+{
+    if (!PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "expected an int");
+        return -1;
+    }
+    PyObject *shift = PyLong_FromLong(64);
+    if (shift == NULL) {
+        return -1;
+    }
+    PyObject *high = PyNumber_Rshift(value, shift);
+    Py_DECREF(shift);
+    if (high == NULL) {
+        return -1;
+    }
+    unsigned long long hi = PyLong_AsUnsignedLongLong(high); /* negative: OverflowError */
+    Py_DECREF(high);
+    if (hi == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (hi >> 16) {
+        PyErr_SetString(PyExc_OverflowError, "expected an int below 2**80");
+        return -1;
+    }
+    unsigned long long lo = PyLong_AsUnsignedLongLongMask(value);
+    if (lo == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = ((unsigned __int128)hi << 64) | lo;
+    return 0;
+}
+
+/* configure(event, source_ref, claim_payment, service_line, adjustment, money_str,
+ *           status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed,
+ *           schema_version, id_stride) */
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *classes[SHAPES], *money, *kinds, *unknown, *statuses, *adjudicated_type,
+        *reversed_kind, *version, *stride;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!UO!UUO!O!:configure", &classes[EVENT],
+                          &classes[SOURCE_REF], &classes[CLAIM_PAYMENT], &classes[SERVICE_LINE],
+                          &classes[ADJUSTMENT], &money, &PyDict_Type, &kinds, &unknown,
+                          &PyFrozenSet_Type, &statuses, &adjudicated_type, &reversed_kind,
+                          &PyLong_Type, &version, &PyLong_Type, &stride)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(money)) {
+        PyErr_SetString(PyExc_TypeError, "money_str must be callable");
+        return NULL;
+    }
+    unsigned __int128 stride_value;
+    if (u80_of(stride, &stride_value) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < SHAPES; i++) {
+        if (configure_shape(&shapes[i], classes[i]) < 0) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(status_kinds, Py_NewRef(kinds)); /* the very dict: .get as the reference */
+    Py_XSETREF(money_str, Py_NewRef(money));
+    Py_XSETREF(unknown_kind, Py_NewRef(unknown));
+    Py_XSETREF(secondary, Py_NewRef(statuses));
+    Py_XSETREF(adjudicated, Py_NewRef(adjudicated_type));
+    Py_XSETREF(reversed_type, Py_NewRef(reversed_kind));
+    Py_XSETREF(schema_version, Py_NewRef(version));
+    id_stride = stride_value;
+    Py_RETURN_NONE;
+}
+
+/* -- interned names ---------------------------------------------------------------------- */
+
+enum {
+    K_PAYMENT, K_TRACE_NUMBER, K_PCN, K_PAYER_CLAIM, K_ORIGINAL,
+    K_STATUS, K_STATUS_KIND, K_CORRECTION, K_CHARGE, K_PAID, K_RESPONSIBILITY, K_FILING,
+    K_FACILITY, K_FREQUENCY, K_FROM, K_TO, K_LINES, K_ADJUSTMENTS,
+    K_PROCEDURE, K_REVENUE, K_CONTROL, K_SERVICE_DATE, K_SEGMENT,
+    K_GROUP, K_REASON, K_AMOUNT, K_QUANTITY, K_LEVEL, K_LINE, K_INFORMATIONAL,
+    V_CLAIM, V_REVERSAL, V_OA, V_23,
+    NAMES
+};
+
+static const char *name_texts[NAMES] = {
+    "payment", "trace_number", "patient_control_number", "payer_claim_number",
+    "original_payer_claim_number",
+    "status", "status_kind", "correction", "charge", "paid", "patient_responsibility",
+    "filing_indicator", "facility_type", "frequency", "statement_from", "statement_to", "lines",
+    "adjustments",
+    "procedure", "revenue_code", "control_number", "service_date", "segment",
+    "group", "reason", "amount", "quantity", "level", "line", "informational",
+    "claim", "22", "OA", "23",
+};
+
+static PyObject *names[NAMES];
+
+/* 1 when text (exactly a str) equals the interned ASCII name. */
+static int
+is_name(PyObject *text, int name)
+{
+    PyObject *expected = names[name];
+    return text == expected ||
+           (PyUnicode_GET_LENGTH(text) == PyUnicode_GET_LENGTH(expected) &&
+            PyUnicode_Compare(text, expected) == 0);
+}
+
+/* -- values ------------------------------------------------------------------------------ */
+
+/* money_str(value): the text of str(value) when it is plain with two places or only digits,
+ * else money_str itself (which formats it).  New reference. */
+static PyObject *
+money_text(PyObject *value)
+{
+    PyObject *text = PyObject_Str(value);
+    if (text == NULL) {
+        return NULL;
+    }
+    if (PyUnicode_READY(text) < 0) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const char *p = PyUnicode_IS_ASCII(text) ? (const char *)PyUnicode_DATA(text) : NULL;
+    if (p != NULL && n > 2 && p[n - 3] == '.') {
+        return text;
+    }
+    int digits = p != NULL && n > 0;
+    for (Py_ssize_t i = 0; i < n && digits; i++) {
+        digits = p[i] >= '0' && p[i] <= '9';
+    }
+    PyObject *plain = digits ? PyUnicode_New(n + 3, 127) : NULL;
+    if (plain != NULL) {
+        char *out = (char *)PyUnicode_DATA(plain);
+        memcpy(out, p, (size_t)n);
+        memcpy(out + n, ".00", 3);
+    }
+    Py_DECREF(text);
+    return digits ? plain : PyObject_CallOneArg(money_str, value);
+}
+
+/* str(value), or None for None. */
+static PyObject *
+optional_str(PyObject *value)
+{
+    return value == Py_None ? Py_NewRef(Py_None) : PyObject_Str(value);
+}
+
+typedef struct {
+    int key; /* CCYYMMDD, 0: empty entry */
+    PyObject *text;
+} DateEntry;
+
+static DateEntry date_cache[1 << DATE_CACHE_BITS];
+
+/* x12_835._iso: None for None, the ISO text of a date (exactly a date); NULL without an
+ * exception for anything else (the caller declines). */
+static PyObject *
+iso_text(PyObject *value)
+{
+    if (value == Py_None) {
+        return Py_NewRef(Py_None);
+    }
+    if (!PyDate_CheckExact(value)) {
+        return NULL;
+    }
+    int year = PyDateTime_GET_YEAR(value), month = PyDateTime_GET_MONTH(value),
+        day = PyDateTime_GET_DAY(value);
+    int key = year * 10000 + month * 100 + day;
+    DateEntry *entry =
+        &date_cache[((uint32_t)key * 0x9E3779B9u) >> (32 - DATE_CACHE_BITS)];
+    if (entry->key == key) {
+        return Py_NewRef(entry->text);
+    }
+    PyObject *text = PyUnicode_New(10, 127);
+    if (text == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_DATA(text); /* CCYY-MM-DD: date's range is 1..9999 */
+    const int parts[3][2] = {{year, 4}, {month, 2}, {day, 2}};
+    for (int part = 0, at = 0; part < 3; part++) {
+        for (int i = parts[part][1] - 1, value = parts[part][0]; i >= 0; i--, value /= 10) {
+            out[at + i] = (char)('0' + value % 10);
+        }
+        at += parts[part][1];
+        if (part < 2) {
+            out[at++] = '-';
+        }
+    }
+    Py_XSETREF(entry->text, Py_NewRef(text));
+    entry->key = key;
+    return text;
+}
+
+/* uuid7_from_int(unix_ms, tail) for tail = (base + ordinal * _ID_STRIDE) % 2**80. */
+static PyObject *
+event_id(uint64_t unix_ms, unsigned __int128 base, Py_ssize_t ordinal)
+{
+    unsigned __int128 tail = (base + (unsigned __int128)ordinal * id_stride) & TAIL_MASK;
+    unsigned __int128 value = (unsigned __int128)(unix_ms & ((1ULL << 48) - 1)) << 80;
+    value |= (unsigned __int128)0x7 << 76;
+    value |= ((tail >> 62) & 0xFFF) << 64;
+    value |= (unsigned __int128)0x2 << 62;
+    value |= tail & ((((unsigned __int128)1) << 62) - 1);
+    static const char hex[] = "0123456789abcdef";
+    PyObject *text = PyUnicode_New(36, 127);
+    if (text == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_DATA(text);
+    for (int i = 35, shift = 0; i >= 0; i--) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            out[i] = '-';
+            continue;
+        }
+        out[i] = hex[(unsigned)(value >> shift) & 0xF];
+        shift += 4;
+    }
+    return text;
+}
+
+/* -- dicts ------------------------------------------------------------------------------- */
+
+/* A new dict of n items (keys: indexes into names); steals every value, even on failure. */
+static PyObject *
+new_dict(int n, const int *keys, PyObject **values)
+{
+    int complete = 1;
+    for (int i = 0; i < n; i++) {
+        complete &= values[i] != NULL;
+    }
+    PyObject *dict = complete ? _PyDict_NewPresized(n) : NULL;
+    for (int i = 0; i < n; i++) {
+        if (dict != NULL && PyDict_SetItem(dict, names[keys[i]], values[i]) < 0) {
+            Py_CLEAR(dict);
+        }
+        Py_XDECREF(values[i]);
+    }
+    return dict;
+}
+
+/* A value or its absence: DECLINE is returned up the call chain when the reference must run
+ * (no exception set); NULL with an exception on errors. */
+static PyObject DECLINED;
+#define DECLINE (&DECLINED)
+
+/* -- adjustments ------------------------------------------------------------------------- */
+
+/* x12_835._nested for one adjustment. */
+static PyObject *
+adjustment_dict(PyObject *adjustment, PyObject *level, PyObject *line, int is_secondary)
+{
+    PyObject *group = slot(adjustment, ADJUSTMENT, A_GROUP);
+    PyObject *reason = slot(adjustment, ADJUSTMENT, A_REASON);
+    PyObject *amount = slot(adjustment, ADJUSTMENT, A_AMOUNT);
+    PyObject *quantity = slot(adjustment, ADJUSTMENT, A_QUANTITY);
+    PyObject *segment = slot(adjustment, ADJUSTMENT, A_SEGMENT);
+    if (group == NULL || reason == NULL || amount == NULL || quantity == NULL ||
+        segment == NULL || !PyUnicode_CheckExact(group) || !PyUnicode_CheckExact(reason)) {
+        return DECLINE;
+    }
+    int informational = is_secondary && is_name(group, V_OA) && is_name(reason, V_23);
+    static const int keys[] = {K_GROUP, K_REASON, K_AMOUNT, K_QUANTITY,
+                               K_LEVEL, K_LINE,   K_INFORMATIONAL, K_SEGMENT};
+    PyObject *values[] = {Py_NewRef(group),  Py_NewRef(reason),
+                          money_text(amount), optional_str(quantity),
+                          Py_NewRef(level),  Py_NewRef(line),
+                          PyBool_FromLong(informational), Py_NewRef(segment)};
+    return new_dict(8, keys, values);
+}
+
+/* Put the dicts of a tuple of adjustments in list from index *at on. */
+static PyObject *
+add_nested(PyObject *list, Py_ssize_t *at, PyObject *adjustments, PyObject *level,
+           PyObject *line, int is_secondary)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(adjustments); i++) {
+        PyObject *item = adjustment_dict(PyTuple_GET_ITEM(adjustments, i), level, line,
+                                         is_secondary);
+        if (item == NULL || item == DECLINE) {
+            return item;
+        }
+        PyList_SET_ITEM(list, (*at)++, item);
+    }
+    return list;
+}
+
+/* x12_835._nested_adjustments: claim level, then each line's. */
+static PyObject *
+nested_adjustments(PyObject *claim_adjustments, PyObject *lines, int is_secondary)
+{
+    Py_ssize_t total = PyTuple_GET_SIZE(claim_adjustments);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lines); i++) {
+        PyObject *adjustments = slot(PyTuple_GET_ITEM(lines, i), SERVICE_LINE, L_ADJUSTMENTS);
+        if (adjustments == NULL || !PyTuple_CheckExact(adjustments)) {
+            return DECLINE;
+        }
+        total += PyTuple_GET_SIZE(adjustments);
+    }
+    PyObject *list = PyList_New(total);
+    if (list == NULL) {
+        return NULL;
+    }
+    Py_ssize_t at = 0;
+    PyObject *done = add_nested(list, &at, claim_adjustments, names[V_CLAIM], Py_None,
+                                is_secondary);
+    for (Py_ssize_t i = 0; done == list && i < PyTuple_GET_SIZE(lines); i++) {
+        PyObject *line = PyTuple_GET_ITEM(lines, i);
+        PyObject *adjustments = slot(line, SERVICE_LINE, L_ADJUSTMENTS);
+        if (PyTuple_GET_SIZE(adjustments) == 0) {
+            continue;
+        }
+        PyObject *reference = slot(line, SERVICE_LINE, L_CONTROL);
+        int named = reference == NULL ? -1 : PyObject_IsTrue(reference);
+        if (named < 0) {
+            done = PyErr_Occurred() ? NULL : DECLINE;
+            break;
+        }
+        if (!named) {
+            reference = slot(line, SERVICE_LINE, L_PROCEDURE);
+        }
+        done = reference == NULL ? DECLINE
+                                 : add_nested(list, &at, adjustments, names[K_LINE], reference,
+                                              is_secondary);
+    }
+    if (done != list) {
+        Py_DECREF(list); /* items not yet set are NULL: list_dealloc skips them */
+        return done;
+    }
+    return list;
+}
+
+/* -- lines ------------------------------------------------------------------------------- */
+
+static PyObject *
+line_dict(PyObject *line)
+{
+    PyObject *fields[] = {slot(line, SERVICE_LINE, L_PROCEDURE), slot(line, SERVICE_LINE, L_CHARGE),
+                          slot(line, SERVICE_LINE, L_PAID),      slot(line, SERVICE_LINE, L_REVENUE),
+                          slot(line, SERVICE_LINE, L_CONTROL),   slot(line, SERVICE_LINE, L_DATE),
+                          slot(line, SERVICE_LINE, L_SEGMENT)};
+    for (int i = 0; i < 7; i++) {
+        if (fields[i] == NULL) {
+            return DECLINE;
+        }
+    }
+    PyObject *service_date = iso_text(fields[5]);
+    if (service_date == NULL) {
+        return PyErr_Occurred() ? NULL : DECLINE;
+    }
+    static const int keys[] = {K_PROCEDURE, K_CHARGE,       K_PAID,   K_REVENUE,
+                               K_CONTROL,   K_SERVICE_DATE, K_SEGMENT};
+    PyObject *values[] = {Py_NewRef(fields[0]), money_text(fields[1]), money_text(fields[2]),
+                          Py_NewRef(fields[3]), Py_NewRef(fields[4]),  service_date,
+                          Py_NewRef(fields[6])};
+    return new_dict(7, keys, values);
+}
+
+static PyObject *
+line_dicts(PyObject *lines)
+{
+    PyObject *list = PyList_New(PyTuple_GET_SIZE(lines));
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lines); i++) {
+        PyObject *item = line_dict(PyTuple_GET_ITEM(lines, i));
+        if (item == NULL || item == DECLINE) {
+            Py_DECREF(list);
+            return item;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* -- claims ------------------------------------------------------------------------------ */
+
+/* What every event of the remittance shares (arguments of claim_events). */
+typedef struct {
+    uint64_t unix_ms;
+    unsigned __int128 base;
+    PyObject *occurred_at, *recorded_at, *correlation_id, *channel, *raw_id, *unit_id, *payment,
+        *trace_number;
+} Remittance;
+
+/* x12_835._claim_keys. */
+static PyObject *
+claim_keys(const Remittance *r, PyObject **claim)
+{
+    static const int keys[] = {K_PAYMENT, K_TRACE_NUMBER, K_PCN};
+    PyObject *values[] = {Py_NewRef(r->payment), Py_NewRef(r->trace_number),
+                          Py_NewRef(claim[C_PCN])};
+    PyObject *dict = new_dict(3, keys, values);
+    static const int optional[][2] = {{C_PAYER_CLAIM, K_PAYER_CLAIM}, {C_ORIGINAL, K_ORIGINAL}};
+    for (int i = 0; dict != NULL && i < 2; i++) {
+        PyObject *value = claim[optional[i][0]];
+        int present = PyObject_IsTrue(value);
+        if (present < 0 || (present && PyDict_SetItem(dict, names[optional[i][1]], value) < 0)) {
+            Py_CLEAR(dict);
+        }
+    }
+    return dict;
+}
+
+/* x12_835._claim_data with its "adjustments" (_nested_adjustments). */
+static PyObject *
+claim_data(PyObject **claim, int correction)
+{
+    PyObject *status = claim[C_STATUS];
+    PyObject *kind = PyDict_GetItemWithError(status_kinds, status);
+    if (kind == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    int is_secondary = PySet_Contains(secondary, status);
+    if (is_secondary < 0) {
+        return NULL;
+    }
+    PyObject *statement_from = iso_text(claim[C_FROM]);
+    PyObject *statement_to = statement_from == NULL ? NULL : iso_text(claim[C_TO]);
+    PyObject *lines = statement_to == NULL ? NULL : line_dicts(claim[C_LINES]);
+    PyObject *adjustments =
+        lines == NULL || lines == DECLINE
+            ? NULL
+            : nested_adjustments(claim[C_ADJUSTMENTS], claim[C_LINES], is_secondary);
+    if (adjustments == NULL || adjustments == DECLINE) {
+        PyObject *outcome = PyErr_Occurred() ? NULL : DECLINE;
+        Py_XDECREF(statement_from);
+        Py_XDECREF(statement_to);
+        if (lines != DECLINE) {
+            Py_XDECREF(lines);
+        }
+        return outcome;
+    }
+    PyObject *responsibility = claim[C_RESPONSIBILITY] == Py_None
+                                   ? Py_NewRef(Py_None)
+                                   : money_text(claim[C_RESPONSIBILITY]);
+    static const int keys[] = {K_STATUS,   K_STATUS_KIND, K_CORRECTION, K_CHARGE, K_PAID,
+                               K_RESPONSIBILITY, K_FILING, K_FACILITY, K_FREQUENCY,
+                               K_FROM,     K_TO,          K_LINES,      K_ADJUSTMENTS};
+    PyObject *values[] = {Py_NewRef(status),
+                          Py_NewRef(kind == NULL ? unknown_kind : kind),
+                          PyBool_FromLong(correction),
+                          money_text(claim[C_CHARGE]),
+                          money_text(claim[C_PAID]),
+                          responsibility,
+                          Py_NewRef(claim[C_FILING]),
+                          Py_NewRef(claim[C_FACILITY]),
+                          Py_NewRef(claim[C_FREQUENCY]),
+                          statement_from,
+                          statement_to,
+                          lines,
+                          adjustments};
+    return new_dict(13, keys, values);
+}
+
+/* _Builder.event for a claim's event. */
+static PyObject *
+claim_event(const Remittance *r, Py_ssize_t ordinal, PyObject **claim, PyObject *type,
+            int correction)
+{
+    PyObject *data = claim_data(claim, correction);
+    if (data == NULL || data == DECLINE) {
+        return data;
+    }
+    PyObject *source_values[] = {Py_NewRef(r->channel), Py_NewRef(r->raw_id),
+                                 Py_NewRef(r->unit_id), Py_NewRef(claim[C_SEGMENT]),
+                                 Py_NewRef(Py_None)};
+    PyObject *values[] = {event_id(r->unix_ms, r->base, ordinal),
+                          Py_NewRef(type),
+                          Py_NewRef(schema_version),
+                          Py_NewRef(r->occurred_at),
+                          Py_NewRef(r->recorded_at),
+                          Py_NewRef(Py_None),
+                          Py_NewRef(Py_None),
+                          claim_keys(r, claim),
+                          Py_NewRef(r->correlation_id),
+                          Py_NewRef(Py_None),
+                          build(SOURCE_REF, source_values),
+                          data};
+    return build(EVENT, values);
+}
+
+/* The claim's slots (borrowed), or 0 when it is not a ClaimPayment as declared. */
+static int
+claim_slots(PyObject *claim, PyObject **out)
+{
+    for (int i = 0; i < shapes[CLAIM_PAYMENT].size; i++) {
+        if ((out[i] = slot(claim, CLAIM_PAYMENT, i)) == NULL) {
+            return 0;
+        }
+    }
+    return PyUnicode_CheckExact(out[C_STATUS]) && PyTuple_CheckExact(out[C_ADJUSTMENTS]) &&
+           PyTuple_CheckExact(out[C_LINES]);
+}
+
+/* The correction flag of x12_835._claim_bodies; records a reversal's account.  -1: error. */
+static int
+correction_of(PyObject **claim, int reversal, PyObject *reversed_accounts)
+{
+    if (reversal) {
+        return PySet_Add(reversed_accounts, claim[C_PCN]) < 0 ? -1 : 0;
+    }
+    if (claim[C_ORIGINAL] != Py_None) {
+        return 1;
+    }
+    return PySet_Contains(reversed_accounts, claim[C_PCN]);
+}
+
+static PyObject *
+claim_events_of(const Remittance *r, PyObject *claims, Py_ssize_t first_ordinal)
+{
+    PyObject *events = PyList_New(PyTuple_GET_SIZE(claims));
+    PyObject *reversed_accounts = PySet_New(NULL);
+    if (events == NULL || reversed_accounts == NULL) {
+        Py_XDECREF(events);
+        Py_XDECREF(reversed_accounts);
+        return NULL;
+    }
+    PyObject *outcome = events;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(claims); i++) {
+        PyObject *claim[MAX_FIELDS];
+        if (!claim_slots(PyTuple_GET_ITEM(claims, i), claim)) {
+            outcome = DECLINE;
+            break;
+        }
+        int reversal = is_name(claim[C_STATUS], V_REVERSAL);
+        int correction = correction_of(claim, reversal, reversed_accounts);
+        PyObject *event =
+            correction < 0 ? NULL
+                           : claim_event(r, first_ordinal + i, claim,
+                                         reversal ? reversed_type : adjudicated, correction);
+        if (event == NULL || event == DECLINE) {
+            outcome = event;
+            break;
+        }
+        PyList_SET_ITEM(events, i, event);
+    }
+    Py_DECREF(reversed_accounts);
+    if (outcome != events) {
+        Py_DECREF(events);
+    }
+    return outcome;
+}
+
+/* claim_events(claims, first_ordinal, unix_ms, base, occurred_at, recorded_at,
+ *              correlation_id, channel, raw_id, unit_id, payment, trace_number)
+ *   -> list[Event] | None */
+static PyObject *
+claim_events(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *claims, *unix_ms, *base;
+    Py_ssize_t first_ordinal;
+    Remittance r;
+    if (!PyArg_ParseTuple(args, "O!nO!O!OOOOOOOO:claim_events", &PyTuple_Type, &claims,
+                          &first_ordinal, &PyLong_Type, &unix_ms, &PyLong_Type, &base,
+                          &r.occurred_at, &r.recorded_at, &r.correlation_id, &r.channel,
+                          &r.raw_id, &r.unit_id, &r.payment, &r.trace_number)) {
+        return NULL;
+    }
+    if (shapes[EVENT].type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fast_x12_835.configure() was not called");
+        return NULL;
+    }
+    if (first_ordinal < 0 || first_ordinal > PY_SSIZE_T_MAX - PyTuple_GET_SIZE(claims)) {
+        PyErr_SetString(PyExc_ValueError, "first_ordinal out of range");
+        return NULL;
+    }
+    r.unix_ms = PyLong_AsUnsignedLongLongMask(unix_ms); /* as Python's unix_ms & (2**48 - 1) */
+    if (r.unix_ms == (uint64_t)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (u80_of(base, &r.base) < 0) {
+        return NULL;
+    }
+    PyObject *events = claim_events_of(&r, claims, first_ordinal);
+    return events == DECLINE ? Py_NewRef(Py_None) : events;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(event, source_ref, claim_payment, service_line, adjustment, money_str, "
+     "status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed, schema_version, "
+     "id_stride) -> None"},
+    {"claim_events", claim_events, METH_VARARGS,
+     "claim_events(claims, first_ordinal, unix_ms, base, occurred_at, recorded_at, "
+     "correlation_id, channel, raw_id, unit_id, payment, trace_number) -> list | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_fast_x12_835",
+    .m_doc = "C fast path of the x12_835/2 claim events.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fast_x12_835(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < NAMES; i++) {
+        if (names[i] == NULL && (names[i] = PyUnicode_InternFromString(name_texts[i])) == NULL) {
+            return NULL;
+        }
+    }
+    return PyModule_Create(&module_def);
+}
