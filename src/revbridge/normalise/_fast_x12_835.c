@@ -132,8 +132,28 @@ slot(PyObject *obj, int which, int field)
     return *(PyObject **)((char *)obj + shape->offsets[field]);
 }
 
-/* A new instance of a built shape; steals the references in values (all of them, even on
- * failure, and NULL values make it fail). */
+/* -- garbage collection ------------------------------------------------------------------
+ *
+ * The containers made here (an event, its source, its data dict and the lists in it) are
+ * taken off the cyclic GC's lists, as CPython does by itself for tuples and dicts of atomic
+ * values: they hold only str/int/bool/None/datetime, dicts of those, and each other, so they
+ * are acyclic when made, and an event is never changed afterwards (events are immutable
+ * envelopes; nothing in revbridge mutates an event's data).  A dict tracks itself again if
+ * a container is ever stored in it.  Tracking them made the collector scan every live event
+ * of a remittance again and again while its later claims were built (measured: ~10% of
+ * parse + check + normalise, bench/bench_x12_parse.py).  Reference counting still frees them. */
+
+static PyObject *
+untracked(PyObject *obj)
+{
+    if (obj != NULL) {
+        PyObject_GC_UnTrack(obj);
+    }
+    return obj;
+}
+
+/* A new instance of a built shape, untracked; steals the references in values (all of them,
+ * even on failure, and NULL values make it fail). */
 static PyObject *
 build(int which, PyObject **values)
 {
@@ -151,7 +171,7 @@ build(int which, PyObject **values)
             *(PyObject **)((char *)obj + shape->offsets[i]) = values[i];
         }
     }
-    return obj;
+    return untracked(obj);
 }
 
 /* -- configuration ----------------------------------------------------------------------- */
@@ -201,45 +221,6 @@ u80_of(PyObject *value, unsigned __int128 *out)
     return 0;
 }
 
-/* configure(event, source_ref, claim_payment, service_line, adjustment, money_str,
- *           status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed,
- *           schema_version, id_stride) */
-static PyObject *
-configure(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *classes[SHAPES], *money, *kinds, *unknown, *statuses, *adjudicated_type,
-        *reversed_kind, *version, *stride;
-    if (!PyArg_ParseTuple(args, "OOOOOOO!UO!UUO!O!:configure", &classes[EVENT],
-                          &classes[SOURCE_REF], &classes[CLAIM_PAYMENT], &classes[SERVICE_LINE],
-                          &classes[ADJUSTMENT], &money, &PyDict_Type, &kinds, &unknown,
-                          &PyFrozenSet_Type, &statuses, &adjudicated_type, &reversed_kind,
-                          &PyLong_Type, &version, &PyLong_Type, &stride)) {
-        return NULL;
-    }
-    if (!PyCallable_Check(money)) {
-        PyErr_SetString(PyExc_TypeError, "money_str must be callable");
-        return NULL;
-    }
-    unsigned __int128 stride_value;
-    if (u80_of(stride, &stride_value) < 0) {
-        return NULL;
-    }
-    for (int i = 0; i < SHAPES; i++) {
-        if (configure_shape(&shapes[i], classes[i]) < 0) {
-            return NULL;
-        }
-    }
-    Py_XSETREF(status_kinds, Py_NewRef(kinds)); /* the very dict: .get as the reference */
-    Py_XSETREF(money_str, Py_NewRef(money));
-    Py_XSETREF(unknown_kind, Py_NewRef(unknown));
-    Py_XSETREF(secondary, Py_NewRef(statuses));
-    Py_XSETREF(adjudicated, Py_NewRef(adjudicated_type));
-    Py_XSETREF(reversed_type, Py_NewRef(reversed_kind));
-    Py_XSETREF(schema_version, Py_NewRef(version));
-    id_stride = stride_value;
-    Py_RETURN_NONE;
-}
-
 /* -- interned names ---------------------------------------------------------------------- */
 
 enum {
@@ -275,12 +256,75 @@ is_name(PyObject *text, int name)
             PyUnicode_Compare(text, expected) == 0);
 }
 
-/* -- values ------------------------------------------------------------------------------ */
+/* -- amounts ---------------------------------------------------------------------------
+ *
+ * money_str(value) starts with str(value), and libmpdec's string conversion is a good part of
+ * building an event.  A Decimal whose exponent is 0, -1 or -2 and whose coefficient fits one
+ * libmpdec word (every amount of an X12 file) renders as sign, integer part, point and two
+ * digits, so that text is written directly from the Decimal's fields: CPython's private
+ * layout (Modules/_decimal: PyDecObject holding libmpdec's mpd_t), as the parser's fast path
+ * reads it (formats/x12/_fast835.c).  configure() compares, for a set of probes, the text
+ * written so with money_str's, and keeps using str() when anything differs. */
 
-/* money_str(value): the text of str(value) when it is plain with two places or only digits,
- * else money_str itself (which formats it).  New reference. */
+#define MPD_NEG 1
+#define MPD_SPECIAL (2 | 4 | 8) /* infinity, NaN, sNaN */
+
+typedef struct {
+    uint8_t flags;
+    Py_ssize_t exp, digits, len, alloc;
+    uint64_t *data;
+} MpdMirror;
+
+typedef struct {
+    PyObject_HEAD
+    Py_hash_t hash;
+    MpdMirror dec;
+} DecimalMirror;
+
+static PyTypeObject *decimal_type = NULL; /* NULL: every amount goes through str() */
+
+/* The text of money_str(value) when value is a Decimal of the plain kind above, else NULL
+ * without an exception (the caller takes the general way). */
 static PyObject *
-money_text(PyObject *value)
+direct_money(PyObject *value)
+{
+    if (decimal_type == NULL || Py_TYPE(value) != decimal_type) {
+        return NULL;
+    }
+    const MpdMirror *dec = &((const DecimalMirror *)value)->dec;
+    if ((dec->flags & MPD_SPECIAL) || dec->len != 1 || dec->exp > 0 || dec->exp < -2) {
+        return NULL;
+    }
+    uint64_t coefficient = dec->data[0], scale = dec->exp == 0 ? 1 : dec->exp == -1 ? 10 : 100;
+    uint64_t whole = coefficient / scale, cents = coefficient % scale * (100 / scale);
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole);
+    int negative = dec->flags & MPD_NEG;
+    PyObject *text = PyUnicode_New(negative + n + 3, 127);
+    if (text == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_DATA(text);
+    if (negative) {
+        *out++ = '-';
+    }
+    while (n) {
+        *out++ = digits[--n];
+    }
+    out[0] = '.';
+    out[1] = (char)('0' + cents / 10);
+    out[2] = (char)('0' + cents % 10);
+    return text;
+}
+
+/* money_str(value) from str(value): its text when it is plain with two places, with ".00"
+ * when it is only digits, else money_str itself (which formats it).  New reference. */
+static PyObject *
+money_from_str(PyObject *value)
 {
     PyObject *text = PyObject_Str(value);
     if (text == NULL) {
@@ -308,6 +352,110 @@ money_text(PyObject *value)
     Py_DECREF(text);
     return digits ? plain : PyObject_CallOneArg(money_str, value);
 }
+
+/* money_str(value).  New reference. */
+static PyObject *
+money_text(PyObject *value)
+{
+    PyObject *text = direct_money(value);
+    return text != NULL || PyErr_Occurred() ? text : money_from_str(value);
+}
+
+/* Probes of configure_direct: plain two-place, one-place and whole amounts of both signs,
+ * zeros, the longest X12 amount, and kinds that take the general way. */
+static const char *money_probes[] = {
+    "0",      "-0",      "0.00",   "-0.00", "7.5",          "-7.5",         "12.05",
+    ".05",    "-.05",    "100",    "-480",  "1234567890",   "-12345678.90", "99999999.99",
+    "5.125",  "1E+2",    "-1E+2",  "0E-7",  "123456789012345678901234567890",
+};
+
+/* Use direct_money when the Decimals of decimal match the mirror: 1 in use, 0 not, -1 error. */
+static int
+configure_direct(PyObject *decimal)
+{
+    Py_CLEAR(decimal_type);
+    if (!PyType_Check(decimal)) {
+        PyErr_SetString(PyExc_TypeError, "decimal must be a class");
+        return -1;
+    }
+    PyTypeObject *type = (PyTypeObject *)decimal;
+    if (type->tp_basicsize < (Py_ssize_t)sizeof(DecimalMirror) || type->tp_itemsize != 0 ||
+        PyType_IS_GC(type)) {
+        return 0;
+    }
+    PyObject *sample = PyObject_CallFunction(decimal, "s", "7.50");
+    if (sample == NULL) {
+        return -1;
+    }
+    /* Before any data pointer is followed: the fields of 7.50, its one word inline. */
+    const DecimalMirror *mirror = (const DecimalMirror *)sample;
+    int plain = Py_TYPE(sample) == type && mirror->dec.flags == (16 | 32) /* static, static data */ &&
+                mirror->dec.exp == -2 && mirror->dec.digits == 3 && mirror->dec.len == 1 &&
+                mirror->dec.alloc >= 1 &&
+                mirror->dec.data == (uint64_t *)((char *)sample + sizeof(DecimalMirror)) &&
+                mirror->dec.data[0] == 750;
+    Py_DECREF(sample);
+    if (!plain) {
+        return 0;
+    }
+    decimal_type = (PyTypeObject *)Py_NewRef(type);
+    for (size_t i = 0; i < sizeof(money_probes) / sizeof(money_probes[0]); i++) {
+        PyObject *probe = PyObject_CallFunction(decimal, "s", money_probes[i]);
+        PyObject *expected = probe == NULL ? NULL : PyObject_CallOneArg(money_str, probe);
+        PyObject *got = expected == NULL ? NULL : money_text(probe);
+        int same = got == NULL ? -1 : PyUnicode_Compare(got, expected) == 0;
+        Py_XDECREF(probe);
+        Py_XDECREF(expected);
+        Py_XDECREF(got);
+        if (same != 1) {
+            Py_CLEAR(decimal_type);
+            return same < 0 && PyErr_Occurred() ? -1 : 0;
+        }
+    }
+    return 1;
+}
+
+/* configure(event, source_ref, claim_payment, service_line, adjustment, money_str, decimal,
+ *           status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed,
+ *           schema_version, id_stride) -> whether amounts are written directly */
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *classes[SHAPES], *money, *decimal, *kinds, *unknown, *statuses, *adjudicated_type,
+        *reversed_kind, *version, *stride;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO!UO!UUO!O!:configure", &classes[EVENT],
+                          &classes[SOURCE_REF], &classes[CLAIM_PAYMENT], &classes[SERVICE_LINE],
+                          &classes[ADJUSTMENT], &money, &decimal, &PyDict_Type, &kinds, &unknown,
+                          &PyFrozenSet_Type, &statuses, &adjudicated_type, &reversed_kind,
+                          &PyLong_Type, &version, &PyLong_Type, &stride)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(money)) {
+        PyErr_SetString(PyExc_TypeError, "money_str must be callable");
+        return NULL;
+    }
+    unsigned __int128 stride_value;
+    if (u80_of(stride, &stride_value) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < SHAPES; i++) {
+        if (configure_shape(&shapes[i], classes[i]) < 0) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(status_kinds, Py_NewRef(kinds)); /* the very dict: .get as the reference */
+    Py_XSETREF(money_str, Py_NewRef(money));
+    Py_XSETREF(unknown_kind, Py_NewRef(unknown));
+    Py_XSETREF(secondary, Py_NewRef(statuses));
+    Py_XSETREF(adjudicated, Py_NewRef(adjudicated_type));
+    Py_XSETREF(reversed_type, Py_NewRef(reversed_kind));
+    Py_XSETREF(schema_version, Py_NewRef(version));
+    id_stride = stride_value;
+    int direct = configure_direct(decimal);
+    return direct < 0 ? NULL : PyBool_FromLong(direct);
+}
+
+/* -- values ------------------------------------------------------------------------------ */
 
 /* str(value), or None for None. */
 static PyObject *
@@ -389,19 +537,143 @@ event_id(uint64_t unix_ms, unsigned __int128 base, Py_ssize_t ordinal)
     return text;
 }
 
-/* -- dicts ------------------------------------------------------------------------------- */
+/* -- dicts ------------------------------------------------------------------------------
+ *
+ * Each kind of dict built here has a fixed sequence of str keys.  A dict of that kind is a
+ * copy of a template holding those keys (values None): the copy clones the template's table
+ * in one go (sized for its keys and str-keyed, like a dict display's), where inserting key by
+ * key would grow the table and, with _PyDict_NewPresized, make a general-keys table (larger
+ * entries, slower look-ups).
+ *
+ * The values are then written into the copy's entries, in order: a PyDict_SetItem per value
+ * (a look-up of a key known to be there) was half of building an event.  That reads the
+ * table through CPython 3.11's private layout (Include/internal/pycore_dict.h: the keys
+ * object's header, then its index bytes, then (key, value) entries), so it is compiled for
+ * 3.11 only, and every copy is checked first: a str-keyed combined table of its own whose
+ * entries are exactly the template's keys, in order, with None values.  Any other copy (and
+ * any other Python) gets PyDict_SetItem.  The dict is then tracked by the GC as PyDict_SetItem
+ * would have it: if a value is a tracked container. */
 
-/* A new dict of n items (keys: indexes into names); steals every value, even on failure. */
-static PyObject *
-new_dict(int n, const int *keys, PyObject **values)
+typedef struct {
+    int size;
+    int keys[13];
+    PyObject *template;
+} DictKind;
+
+enum { KEYS_DICT, CLAIM_DICT, LINE_DICT, ADJUSTMENT_DICT, DICT_KINDS };
+
+static DictKind dict_kinds[DICT_KINDS] = {
+    {3, {K_PAYMENT, K_TRACE_NUMBER, K_PCN}, NULL},
+    {13,
+     {K_STATUS, K_STATUS_KIND, K_CORRECTION, K_CHARGE, K_PAID, K_RESPONSIBILITY, K_FILING,
+      K_FACILITY, K_FREQUENCY, K_FROM, K_TO, K_LINES, K_ADJUSTMENTS},
+     NULL},
+    {7, {K_PROCEDURE, K_CHARGE, K_PAID, K_REVENUE, K_CONTROL, K_SERVICE_DATE, K_SEGMENT}, NULL},
+    {8,
+     {K_GROUP, K_REASON, K_AMOUNT, K_QUANTITY, K_LEVEL, K_LINE, K_INFORMATIONAL, K_SEGMENT},
+     NULL},
+};
+
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define DIRECT_DICTS 1
+
+typedef struct { /* PyDictKeysObject of 3.11 */
+    Py_ssize_t dk_refcnt;
+    uint8_t dk_log2_size;
+    uint8_t dk_log2_index_bytes;
+    uint8_t dk_kind;
+    uint32_t dk_version;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[];
+} KeysMirror;
+
+typedef struct { /* PyDictUnicodeEntry of 3.11 */
+    PyObject *key, *value;
+} EntryMirror;
+
+#define DICT_KEYS_UNICODE 1
+
+/* The entries of a copy of the kind's template, or NULL when it is not laid out as one. */
+static EntryMirror *
+template_entries(PyObject *dict, const DictKind *k)
 {
+    const PyDictObject *d = (const PyDictObject *)dict;
+    KeysMirror *keys = (KeysMirror *)d->ma_keys;
+    if (d->ma_values != NULL || d->ma_used != k->size || keys->dk_refcnt != 1 ||
+        keys->dk_kind != DICT_KEYS_UNICODE || keys->dk_nentries != k->size ||
+        keys->dk_usable < 0 || keys->dk_log2_size > 8 ||
+        keys->dk_log2_index_bytes != keys->dk_log2_size) { /* tables of 2**8 slots or fewer */
+        return NULL;
+    }
+    EntryMirror *entries =
+        (EntryMirror *)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
+    for (int i = 0; i < k->size; i++) {
+        if (entries[i].key != names[k->keys[i]] || entries[i].value != Py_None) {
+            return NULL;
+        }
+    }
+    return entries;
+}
+#endif
+
+static int
+make_templates(void)
+{
+    for (int kind = 0; kind < DICT_KINDS; kind++) {
+        DictKind *k = &dict_kinds[kind];
+        if (k->template != NULL) {
+            continue;
+        }
+        PyObject *template = PyDict_New();
+        for (int i = 0; template != NULL && i < k->size; i++) {
+            if (PyDict_SetItem(template, names[k->keys[i]], Py_None) < 0) {
+                Py_CLEAR(template);
+            }
+        }
+        if (template == NULL) {
+            return -1;
+        }
+        k->template = template;
+    }
+    return 0;
+}
+
+/* Track dict as PyDict_SetItem would have: when a value may be part of a cycle. */
+static void
+maintain_tracking(PyObject *dict, PyObject **values, int n)
+{
+    for (int i = 0; i < n && !PyObject_GC_IsTracked(dict); i++) {
+        if (PyObject_IS_GC(values[i]) && PyObject_GC_IsTracked(values[i])) {
+            PyObject_GC_Track(dict);
+        }
+    }
+}
+
+/* A new dict of the kind with these values, in its key order; steals every value, even on
+ * failure (and a NULL value makes it fail). */
+static PyObject *
+new_dict(int kind, PyObject **values)
+{
+    const DictKind *k = &dict_kinds[kind];
     int complete = 1;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < k->size; i++) {
         complete &= values[i] != NULL;
     }
-    PyObject *dict = complete ? _PyDict_NewPresized(n) : NULL;
-    for (int i = 0; i < n; i++) {
-        if (dict != NULL && PyDict_SetItem(dict, names[keys[i]], values[i]) < 0) {
+    PyObject *dict = complete ? PyDict_Copy(k->template) : NULL;
+#ifdef DIRECT_DICTS
+    EntryMirror *entries = dict == NULL ? NULL : template_entries(dict, k);
+    if (entries != NULL) {
+        for (int i = 0; i < k->size; i++) {
+            entries[i].value = values[i]; /* takes the reference */
+            Py_DECREF(Py_None);           /* the copy's */
+        }
+        maintain_tracking(dict, values, k->size);
+        return dict;
+    }
+#endif
+    for (int i = 0; i < k->size; i++) {
+        if (dict != NULL && PyDict_SetItem(dict, names[k->keys[i]], values[i]) < 0) {
             Py_CLEAR(dict);
         }
         Py_XDECREF(values[i]);
@@ -430,13 +702,11 @@ adjustment_dict(PyObject *adjustment, PyObject *level, PyObject *line, int is_se
         return DECLINE;
     }
     int informational = is_secondary && is_name(group, V_OA) && is_name(reason, V_23);
-    static const int keys[] = {K_GROUP, K_REASON, K_AMOUNT, K_QUANTITY,
-                               K_LEVEL, K_LINE,   K_INFORMATIONAL, K_SEGMENT};
     PyObject *values[] = {Py_NewRef(group),  Py_NewRef(reason),
                           money_text(amount), optional_str(quantity),
                           Py_NewRef(level),  Py_NewRef(line),
                           PyBool_FromLong(informational), Py_NewRef(segment)};
-    return new_dict(8, keys, values);
+    return new_dict(ADJUSTMENT_DICT, values);
 }
 
 /* Put the dicts of a tuple of adjustments in list from index *at on. */
@@ -497,7 +767,7 @@ nested_adjustments(PyObject *claim_adjustments, PyObject *lines, int is_secondar
         Py_DECREF(list); /* items not yet set are NULL: list_dealloc skips them */
         return done;
     }
-    return list;
+    return untracked(list);
 }
 
 /* -- lines ------------------------------------------------------------------------------- */
@@ -518,12 +788,10 @@ line_dict(PyObject *line)
     if (service_date == NULL) {
         return PyErr_Occurred() ? NULL : DECLINE;
     }
-    static const int keys[] = {K_PROCEDURE, K_CHARGE,       K_PAID,   K_REVENUE,
-                               K_CONTROL,   K_SERVICE_DATE, K_SEGMENT};
     PyObject *values[] = {Py_NewRef(fields[0]), money_text(fields[1]), money_text(fields[2]),
                           Py_NewRef(fields[3]), Py_NewRef(fields[4]),  service_date,
                           Py_NewRef(fields[6])};
-    return new_dict(7, keys, values);
+    return new_dict(LINE_DICT, values);
 }
 
 static PyObject *
@@ -541,7 +809,7 @@ line_dicts(PyObject *lines)
         }
         PyList_SET_ITEM(list, i, item);
     }
-    return list;
+    return untracked(list);
 }
 
 /* -- claims ------------------------------------------------------------------------------ */
@@ -558,10 +826,9 @@ typedef struct {
 static PyObject *
 claim_keys(const Remittance *r, PyObject **claim)
 {
-    static const int keys[] = {K_PAYMENT, K_TRACE_NUMBER, K_PCN};
     PyObject *values[] = {Py_NewRef(r->payment), Py_NewRef(r->trace_number),
                           Py_NewRef(claim[C_PCN])};
-    PyObject *dict = new_dict(3, keys, values);
+    PyObject *dict = new_dict(KEYS_DICT, values);
     static const int optional[][2] = {{C_PAYER_CLAIM, K_PAYER_CLAIM}, {C_ORIGINAL, K_ORIGINAL}};
     for (int i = 0; dict != NULL && i < 2; i++) {
         PyObject *value = claim[optional[i][0]];
@@ -605,9 +872,6 @@ claim_data(PyObject **claim, int correction)
     PyObject *responsibility = claim[C_RESPONSIBILITY] == Py_None
                                    ? Py_NewRef(Py_None)
                                    : money_text(claim[C_RESPONSIBILITY]);
-    static const int keys[] = {K_STATUS,   K_STATUS_KIND, K_CORRECTION, K_CHARGE, K_PAID,
-                               K_RESPONSIBILITY, K_FILING, K_FACILITY, K_FREQUENCY,
-                               K_FROM,     K_TO,          K_LINES,      K_ADJUSTMENTS};
     PyObject *values[] = {Py_NewRef(status),
                           Py_NewRef(kind == NULL ? unknown_kind : kind),
                           PyBool_FromLong(correction),
@@ -621,7 +885,7 @@ claim_data(PyObject **claim, int correction)
                           statement_to,
                           lines,
                           adjustments};
-    return new_dict(13, keys, values);
+    return untracked(new_dict(CLAIM_DICT, values));
 }
 
 /* _Builder.event for a claim's event. */
@@ -749,9 +1013,9 @@ claim_events(PyObject *Py_UNUSED(module), PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(event, source_ref, claim_payment, service_line, adjustment, money_str, "
+     "configure(event, source_ref, claim_payment, service_line, adjustment, money_str, decimal, "
      "status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed, schema_version, "
-     "id_stride) -> None"},
+     "id_stride) -> bool (amounts written directly)"},
     {"claim_events", claim_events, METH_VARARGS,
      "claim_events(claims, first_ordinal, unix_ms, base, occurred_at, recorded_at, "
      "correlation_id, channel, raw_id, unit_id, payment, trace_number) -> list | None"},
@@ -777,6 +1041,9 @@ PyInit__fast_x12_835(void)
         if (names[i] == NULL && (names[i] = PyUnicode_InternFromString(name_texts[i])) == NULL) {
             return NULL;
         }
+    }
+    if (make_templates() < 0) {
+        return NULL;
     }
     return PyModule_Create(&module_def);
 }

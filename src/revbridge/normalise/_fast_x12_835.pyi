@@ -14,6 +14,7 @@ def configure(
     service_line: type[ServiceLine],
     adjustment: type[Adjustment],
     money_str: Callable[[Decimal], str],
+    decimal: type[Decimal],
     status_kinds: dict[str, str],
     unknown_kind: str,
     secondary_statuses: frozenset[str],
@@ -22,7 +23,7 @@ def configure(
     schema_version: int,
     id_stride: int,
     /,
-) -> None: ...
+) -> bool: ...
 def claim_events(
     claims: tuple[ClaimPayment, ...],
     first_ordinal: int,

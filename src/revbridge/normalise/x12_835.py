@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from itertools import chain
 from typing import Any
@@ -83,6 +84,7 @@ else:
         ServiceLine,
         Adjustment,
         money_str,
+        Decimal,
         STATUS_KINDS,
         UNKNOWN_STATUS_KIND,
         SECONDARY_STATUSES,
