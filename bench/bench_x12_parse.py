@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from revbridge.formats.x12.balance import check_835
-from revbridge.formats.x12.envelope import scan
+from revbridge.formats.x12.envelope import TransactionSlice, scan
 from revbridge.formats.x12.parse835 import parse_835_bytes
 from revbridge.formats.x12.synthetic import synthetic_835
 
@@ -50,26 +50,30 @@ def parse_and_check(path: str | Path) -> int:
 
 def parse_check_normalise(path: Path) -> int:
     """Scan, parse, balance-check and normalise to canonical events (no store); claims."""
+    data = path.read_bytes()
+    with path.open("rb") as stream:
+        return sum(normalise_claims(data, tx) for tx in scan(stream).transactions)
+
+
+def normalise_claims(data: bytes, tx: TransactionSlice) -> int:
+    """Normalise one transaction and count its claims. Its events are released on return,
+    before the next transaction is normalised, as at the end of a normalise job (a loop
+    variable holding them would keep two transactions' events alive at a time)."""
     from revbridge.normalise.x12_835 import Normalised, UnitInput, normalise_835
 
-    data = path.read_bytes()
-    claims = 0
-    with path.open("rb") as stream:
-        for tx in scan(stream).transactions:
-            unit = UnitInput(
-                data[tx.start : tx.end],
-                tx.delimiters.encode(),
-                tx.first_segment,
-                1,
-                1,
-                "bench",
-                tx.content_hash,
-            )
-            result = normalise_835(unit, datetime.now(UTC))
-            if not isinstance(result, Normalised):
-                raise RuntimeError(f"normalise rejected a bench transaction: {result}")
-            claims += int(result.events[0].data["claim_count"])
-    return claims
+    unit = UnitInput(
+        data[tx.start : tx.end],
+        tx.delimiters.encode(),
+        tx.first_segment,
+        1,
+        1,
+        "bench",
+        tx.content_hash,
+    )
+    result = normalise_835(unit, datetime.now(UTC))
+    if not isinstance(result, Normalised):
+        raise RuntimeError(f"normalise rejected a bench transaction: {result}")
+    return int(result.events[0].data["claim_count"])
 
 
 def naive_split(path: str | Path) -> int:

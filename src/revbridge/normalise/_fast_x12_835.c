@@ -369,14 +369,18 @@ static const char *money_probes[] = {
     "5.125",  "1E+2",    "-1E+2",  "0E-7",  "123456789012345678901234567890",
 };
 
-/* Use direct_money when the Decimals of decimal match the mirror: 1 in use, 0 not, -1 error. */
+/* Use direct_money when asked and the Decimals of decimal match the mirror: 1 in use, 0 not,
+ * -1 error. */
 static int
-configure_direct(PyObject *decimal)
+configure_direct(PyObject *decimal, int wanted)
 {
     Py_CLEAR(decimal_type);
     if (!PyType_Check(decimal)) {
         PyErr_SetString(PyExc_TypeError, "decimal must be a class");
         return -1;
+    }
+    if (!wanted) {
+        return 0;
     }
     PyTypeObject *type = (PyTypeObject *)decimal;
     if (type->tp_basicsize < (Py_ssize_t)sizeof(DecimalMirror) || type->tp_itemsize != 0 ||
@@ -413,46 +417,6 @@ configure_direct(PyObject *decimal)
         }
     }
     return 1;
-}
-
-/* configure(event, source_ref, claim_payment, service_line, adjustment, money_str, decimal,
- *           status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed,
- *           schema_version, id_stride) -> whether amounts are written directly */
-static PyObject *
-configure(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *classes[SHAPES], *money, *decimal, *kinds, *unknown, *statuses, *adjudicated_type,
-        *reversed_kind, *version, *stride;
-    if (!PyArg_ParseTuple(args, "OOOOOOOO!UO!UUO!O!:configure", &classes[EVENT],
-                          &classes[SOURCE_REF], &classes[CLAIM_PAYMENT], &classes[SERVICE_LINE],
-                          &classes[ADJUSTMENT], &money, &decimal, &PyDict_Type, &kinds, &unknown,
-                          &PyFrozenSet_Type, &statuses, &adjudicated_type, &reversed_kind,
-                          &PyLong_Type, &version, &PyLong_Type, &stride)) {
-        return NULL;
-    }
-    if (!PyCallable_Check(money)) {
-        PyErr_SetString(PyExc_TypeError, "money_str must be callable");
-        return NULL;
-    }
-    unsigned __int128 stride_value;
-    if (u80_of(stride, &stride_value) < 0) {
-        return NULL;
-    }
-    for (int i = 0; i < SHAPES; i++) {
-        if (configure_shape(&shapes[i], classes[i]) < 0) {
-            return NULL;
-        }
-    }
-    Py_XSETREF(status_kinds, Py_NewRef(kinds)); /* the very dict: .get as the reference */
-    Py_XSETREF(money_str, Py_NewRef(money));
-    Py_XSETREF(unknown_kind, Py_NewRef(unknown));
-    Py_XSETREF(secondary, Py_NewRef(statuses));
-    Py_XSETREF(adjudicated, Py_NewRef(adjudicated_type));
-    Py_XSETREF(reversed_type, Py_NewRef(reversed_kind));
-    Py_XSETREF(schema_version, Py_NewRef(version));
-    id_stride = stride_value;
-    int direct = configure_direct(decimal);
-    return direct < 0 ? NULL : PyBool_FromLong(direct);
 }
 
 /* -- values ------------------------------------------------------------------------------ */
@@ -594,6 +558,8 @@ typedef struct { /* PyDictUnicodeEntry of 3.11 */
 
 #define DICT_KEYS_UNICODE 1
 
+static int direct_dicts = 0; /* set by configure: 1 when copies of every template check out */
+
 /* The entries of a copy of the kind's template, or NULL when it is not laid out as one. */
 static EntryMirror *
 template_entries(PyObject *dict, const DictKind *k)
@@ -639,6 +605,31 @@ make_templates(void)
     return 0;
 }
 
+/* Write values in place when asked and a copy of every template checks out: 1 in use, 0 not,
+ * -1 error. */
+static int
+configure_direct_dicts(int wanted)
+{
+#ifdef DIRECT_DICTS
+    direct_dicts = 0;
+    for (int kind = 0; wanted && kind < DICT_KINDS; kind++) {
+        PyObject *copy = PyDict_Copy(dict_kinds[kind].template);
+        if (copy == NULL) {
+            return -1;
+        }
+        int plain = template_entries(copy, &dict_kinds[kind]) != NULL;
+        Py_DECREF(copy);
+        if (!plain) {
+            return 0;
+        }
+    }
+    direct_dicts = wanted;
+    return wanted;
+#else
+    return 0 * wanted;
+#endif
+}
+
 /* Track dict as PyDict_SetItem would have: when a value may be part of a cycle. */
 static void
 maintain_tracking(PyObject *dict, PyObject **values, int n)
@@ -662,7 +653,7 @@ new_dict(int kind, PyObject **values)
     }
     PyObject *dict = complete ? PyDict_Copy(k->template) : NULL;
 #ifdef DIRECT_DICTS
-    EntryMirror *entries = dict == NULL ? NULL : template_entries(dict, k);
+    EntryMirror *entries = dict == NULL || !direct_dicts ? NULL : template_entries(dict, k);
     if (entries != NULL) {
         for (int i = 0; i < k->size; i++) {
             entries[i].value = values[i]; /* takes the reference */
@@ -685,6 +676,51 @@ new_dict(int kind, PyObject **values)
  * (no exception set); NULL with an exception on errors. */
 static PyObject DECLINED;
 #define DECLINE (&DECLINED)
+
+/* -- configuration (continued) -------------------------------------------------------- */
+
+/* configure(event, source_ref, claim_payment, service_line, adjustment, money_str, decimal,
+ *           status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed,
+ *           schema_version, id_stride, direct=True)
+ *   -> whether amounts and dict values are written directly (see "amounts" and "dicts") */
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *classes[SHAPES], *money, *decimal, *kinds, *unknown, *statuses, *adjudicated_type,
+        *reversed_kind, *version, *stride;
+    int direct = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO!UO!UUO!O!|p:configure", &classes[EVENT],
+                          &classes[SOURCE_REF], &classes[CLAIM_PAYMENT], &classes[SERVICE_LINE],
+                          &classes[ADJUSTMENT], &money, &decimal, &PyDict_Type, &kinds, &unknown,
+                          &PyFrozenSet_Type, &statuses, &adjudicated_type, &reversed_kind,
+                          &PyLong_Type, &version, &PyLong_Type, &stride, &direct)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(money)) {
+        PyErr_SetString(PyExc_TypeError, "money_str must be callable");
+        return NULL;
+    }
+    unsigned __int128 stride_value;
+    if (u80_of(stride, &stride_value) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < SHAPES; i++) {
+        if (configure_shape(&shapes[i], classes[i]) < 0) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(status_kinds, Py_NewRef(kinds)); /* the very dict: .get as the reference */
+    Py_XSETREF(money_str, Py_NewRef(money));
+    Py_XSETREF(unknown_kind, Py_NewRef(unknown));
+    Py_XSETREF(secondary, Py_NewRef(statuses));
+    Py_XSETREF(adjudicated, Py_NewRef(adjudicated_type));
+    Py_XSETREF(reversed_type, Py_NewRef(reversed_kind));
+    Py_XSETREF(schema_version, Py_NewRef(version));
+    id_stride = stride_value;
+    int amounts = configure_direct(decimal, direct);
+    int dicts = amounts < 0 ? -1 : configure_direct_dicts(direct);
+    return dicts < 0 ? NULL : PyBool_FromLong(amounts && dicts);
+}
 
 /* -- adjustments ------------------------------------------------------------------------- */
 
@@ -1015,7 +1051,7 @@ static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(event, source_ref, claim_payment, service_line, adjustment, money_str, decimal, "
      "status_kinds, unknown_kind, secondary_statuses, adjudicated, reversed, schema_version, "
-     "id_stride) -> bool (amounts written directly)"},
+     "id_stride, direct=True) -> bool (amounts and dict values written directly)"},
     {"claim_events", claim_events, METH_VARARGS,
      "claim_events(claims, first_ordinal, unix_ms, base, occurred_at, recorded_at, "
      "correlation_id, channel, raw_id, unit_id, payment, trace_number) -> list | None"},

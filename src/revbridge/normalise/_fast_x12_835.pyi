@@ -22,6 +22,7 @@ def configure(
     reversed: str,
     schema_version: int,
     id_stride: int,
+    direct: bool = True,
     /,
 ) -> bool: ...
 def claim_events(
