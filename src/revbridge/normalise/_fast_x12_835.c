@@ -11,6 +11,16 @@
  * Events and source refs are created with their class's own allocator and their slots filled
  * directly (offsets read from the member descriptors by ``configure``); the classes have no
  * __post_init__, so this is what their __init__ would store.
+ *
+ * Where the time went, and what each section below does about it (bench_x12_parse.py): the
+ * dicts (a PyDict_SetItem per value: "dicts"), the text of every amount ("amounts") and the
+ * cyclic GC scanning the events of a remittance while its later claims were built ("garbage
+ * collection").  Both "dicts" and "amounts" read CPython's private layouts, checked before
+ * use, and configure(direct=False) turns them off (the tests compare both ways).
+ *
+ * Memory safety: model values are borrowed from the claims tuple (kept alive by the caller);
+ * every new reference is either stored in a new object or released on every path; a slot
+ * that is not set, or an object of another class, declines.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
