@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, compress, count, repeat
-from operator import is_, itemgetter, methodcaller
-from typing import Any, NamedTuple, cast
+from operator import eq, is_, itemgetter, methodcaller
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 
@@ -329,31 +329,44 @@ carry these."""
 def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     """A journal's lines as one JSON document (one column of its row, not a row per line)::
 
-        {"dimensions": [{...}, ...], "sources": [{...}, ...],
+        {"dimensions": [{...}, ...], "source_columns": [block, ...],
          "lines": [[account, debit, credit, description, dimensions no, source no], ...]}
 
     Amounts are ``str(Decimal)``; a dimension set or source several lines hold (the very
     same mapping: a journal's lines share a few dimension sets, a posting pair its source)
-    is written once and named by its index. ``refs``: the distinct values of the sources,
-    but for ``POSITIONAL_REFS``, in order.
+    is written once and named by its index. The sources are written by column
+    (``_source_blocks``): a journal's thousands of sources differ in a reference or two
+    (the segment, the claim), so each distinct value of a reference is written once. Sources
+    that are not plain string maps are written whole instead, as ``"sources": [{...}, ...]``
+    (the layout before ``source_columns``, which readers still accept). ``refs``: the
+    distinct values of the sources, but for ``POSITIONAL_REFS``, in order.
     """
     accounts, debits, credits, descriptions, dimensions, sources = (
         list(map(column, lines)) for column in _LINE_COLUMNS
     )
     dimension_no, dimension_maps = _numbered(dimensions)
-    source_no, source_maps = _numbered(sources)
+    source_ids = list(map(id, sources))
+    distinct = dict(zip(source_ids, sources, strict=True))  # by identity, in order of use
+    source_maps = list(distinct.values())
+    blocks = _source_blocks(source_maps)
+    if blocks is None:
+        names = set(chain.from_iterable(source_maps))  # the few keys of many sources
+        written_sources = f'"sources":{_maps_json(source_maps, names)}'
+        refs = _refs(source_maps, names)
+        numbers = dict(zip(distinct, count()))
+    else:
+        written_sources = f'"source_columns":{_fast_encode(blocks.blocks).decode()}'
+        refs = blocks.refs
+        numbers = dict(zip(map(id, blocks.order), count()))
+    source_no = map(numbers.__getitem__, source_ids)
     rows = list(zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True))
     plain = _STR.issuperset(map(type, accounts)) and _STR.issuperset(map(type, descriptions))
     if not (_DECIMAL.issuperset(map(type, debits)) and _DECIMAL.issuperset(map(type, credits))):
         for amount in (*debits, *credits):
             amount_to_text(amount)  # refuses what is not a Decimal
     written = _fast_encode(rows).decode() if plain else to_json(rows)
-    names = set(chain.from_iterable(source_maps))  # the few keys of many sources
-    text = (
-        f'{{"dimensions":{_maps_json(dimension_maps)},"sources":{_maps_json(source_maps, names)},'
-        f'"lines":{written}}}'
-    )
-    return EncodedLines(text, _refs(source_maps, names))
+    text = f'{{"dimensions":{_maps_json(dimension_maps)},{written_sources},"lines":{written}}}'
+    return EncodedLines(text, refs)
 
 
 _LINE_COLUMNS = tuple(map(itemgetter, range(len(JournalLine._fields))))
@@ -368,6 +381,70 @@ def _numbered(
     by_id = dict(zip(ids, maps, strict=True))
     number = dict(zip(by_id, count()))
     return map(number.__getitem__, ids), list(by_id.values())
+
+
+class _SourceBlocks(NamedTuple):
+    """Sources written by column: ``blocks`` as stored, ``order`` the sources in the order
+    the blocks hold them (their numbers), ``refs`` as ``EncodedLines.refs``."""
+
+    blocks: list[dict[str, Any]]
+    order: list[Mapping[str, str]]
+    refs: list[str]
+
+
+def _source_blocks(sources: list[Mapping[str, str]]) -> _SourceBlocks | None:
+    """The sources as blocks of columns, one block per distinct key sequence (most journals
+    have one or two: claim lines and PLB lines), each key a column of its distinct values
+    and each source's index among them; a column of one value has no indices::
+
+        {"count": sources, "keys": [key, ...], "columns": [[[value, ...], [index, ...]], ...]}
+
+    Keys keep their order in each source, so a source reads back equal and in order. None
+    (write them whole) unless every source is a ``dict`` of strings to strings. Each pass
+    is a C-level one over a column; Python runs per block and key, not per source.
+    """
+    if not _DICT.issuperset(map(type, sources)):
+        return None
+    shapes = list(map(tuple, sources))
+    distinct_shapes = list(dict.fromkeys(shapes))
+    if not _STR.issuperset(map(type, chain.from_iterable(distinct_shapes))):
+        return None
+    blocks: list[dict[str, Any]] = []
+    order: list[Mapping[str, str]] = []
+    refs: set[str] = set()
+    for shape in distinct_shapes:
+        members = (
+            sources
+            if len(distinct_shapes) == 1
+            else list(compress(sources, map(eq, shapes, repeat(shape))))
+        )
+        columns = [_source_column(list(map(itemgetter(key), members))) for key in shape]
+        if None in columns:
+            return None
+        for key, (values, _indices) in zip(shape, cast("list[_Column]", columns), strict=True):
+            if key not in POSITIONAL_REFS:
+                refs.update(values)
+        blocks.append({"count": len(members), "keys": list(shape), "columns": columns})
+        order += members
+    return _SourceBlocks(blocks, order, sorted(refs))
+
+
+_Column = tuple[list[str], list[int]]
+
+
+def _source_column(column: list[Any]) -> _Column | None:
+    """A column's distinct values and each row's index among them (none if one value);
+    None if a value is not a string."""
+    try:
+        values = dict.fromkeys(column)
+    except TypeError:  # an unhashable value: not a string
+        return None
+    if not _STR.issuperset(map(type, values)):
+        return None
+    if len(values) == 1:
+        return list(values), []
+    number = dict(zip(values, count()))
+    return list(values), list(map(number.__getitem__, column))
 
 
 def _refs(sources: list[Mapping[str, str]], names: set[str]) -> list[str]:
@@ -482,7 +559,8 @@ class Reading:
                 amounts[amount_text] = Decimal(amount_text)
         try:
             dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
-            sources = list(map(document.sources.__getitem__, map(_SOURCE_NO, rows)))
+            distinct = document.sources + _block_sources(document.source_columns)
+            sources = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
         except IndexError as exc:
             raise ValueError(f"stored journal lines name a missing map: {exc}") from exc
         columns = zip(
@@ -497,12 +575,51 @@ class Reading:
         return tuple(map(new_line, columns))
 
 
+_Index = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _SourceBlock(msgspec.Struct):
+    """Sources written by column (``_source_blocks``)."""
+
+    count: _Index
+    keys: list[str]
+    columns: list[tuple[list[str], list[_Index]]]
+
+
 class _LinesDocument(msgspec.Struct):
-    """An ``encode_lines`` document, its types checked by the decoder."""
+    """An ``encode_lines`` document, its types checked by the decoder. Its sources are those
+    of ``sources`` (written whole: the only layout before ``source_columns``), then those
+    of each block of ``source_columns``."""
 
     dimensions: list[dict[str, str]]
-    sources: list[dict[str, str]]
-    lines: list[tuple[str, str, str, str, int, int]]
+    lines: list[tuple[str, str, str, str, _Index, _Index]]
+    sources: list[dict[str, str]] = []
+    source_columns: list[_SourceBlock] = []
+
+
+def _block_sources(blocks: list[_SourceBlock]) -> list[dict[str, str]]:
+    """The sources of ``source_columns``, each a new dict: C-level passes per column."""
+    sources: list[dict[str, str]] = []
+    for block in blocks:
+        if len(block.columns) != len(block.keys):
+            raise ValueError("stored journal sources: a column per key is needed")
+        if not block.keys:
+            sources += map(dict, repeat((), block.count))
+            continue
+        columns = [_column_values(values, at, block.count) for values, at in block.columns]
+        sources += map(dict, map(zip, repeat(block.keys), zip(*columns, strict=True)))
+    return sources
+
+
+def _column_values(values: list[str], indices: list[int], rows: int) -> list[str]:
+    """A column's value in each of ``rows`` rows (raises IndexError for a missing one)."""
+    if not indices:
+        if len(values) != 1 and rows:
+            raise ValueError("stored journal sources: a column without indices has one value")
+        return values * rows
+    if len(indices) != rows:
+        raise ValueError("stored journal sources: a column's length is not its block's")
+    return list(map(values.__getitem__, indices))
 
 
 _decode_lines = msgspec.json.Decoder(_LinesDocument).decode
