@@ -90,7 +90,7 @@ def test_journal_sources_are_written_by_column_and_read_back_in_order() -> None:
     back = codec.Reading().lines(encoded.text)
     assert back == lines
     assert [list(line.source) for line in back] == [list(line.source) for line in lines]
-    assert '"sources"' not in encoded.text and encoded.text.count('"T1"') == 3  # once a block
+    assert '"sources":[{' not in encoded.text and encoded.text.count('"T1"') == 3  # once a block
     assert encoded.refs == ["C1", "C2", "T1"]  # not the positional raw_id and segment
 
 
@@ -131,6 +131,42 @@ def test_malformed_source_columns_are_refused(blocks: str) -> None:
     text = (
         f'{{"dimensions":[{{}}],"source_columns":{blocks},'
         '"lines":[["1200","1.00","0.00","x",0,0],["1100","0.00","1.00","x",0,1]]}'
+    )
+    with pytest.raises(ValueError):
+        codec.Reading().lines(text)
+
+
+def test_journal_lines_are_written_by_column_unless_accounts_are_not_strings() -> None:
+    by_column = codec.encode_lines([JournalLine("1200", Decimal("1"), Decimal("0"), "x")]).text
+    assert '"line_columns":{"accounts":[["1200"],[]],"debits":["1"],"credits":["0"]' in by_column
+    enum_account = JournalLine(Color.RED, Decimal("1"), Decimal("0"), "x")  # type: ignore[arg-type]
+    as_rows = codec.encode_lines([enum_account]).text
+    assert '"lines":[["red","1","0","x",0,0]]' in as_rows
+    assert codec.Reading().lines(as_rows)[0].account == "red"
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        '"accounts":[["1200"],[0,0]],"debits":["1.00"]',  # accounts longer than the amounts
+        '"accounts":[["1200"],[]],"debits":["1.00","0.00"]',  # debits longer than credits
+        '"accounts":[["1200"],[1]],"debits":["1.00"]',  # an account index past the values
+    ],
+)
+def test_malformed_line_columns_are_refused(columns: str) -> None:
+    text = (
+        f'{{"dimensions":[{{}}],"sources":[{{}}],"line_columns":{{{columns},'
+        '"credits":["0.00"],"descriptions":[["x"],[]],"dimensions":[0],"sources":[0]}}'
+    )
+    with pytest.raises(ValueError):
+        codec.Reading().lines(text)
+
+
+def test_lines_written_both_as_rows_and_by_column_are_refused() -> None:
+    text = (
+        '{"dimensions":[{}],"sources":[{}],"lines":[["1200","1.00","0.00","x",0,0]],'
+        '"line_columns":{"accounts":[["1200"],[]],"debits":["1.00"],"credits":["0.00"],'
+        '"descriptions":[["x"],[]],"dimensions":[0],"sources":[0]}}'
     )
     with pytest.raises(ValueError):
         codec.Reading().lines(text)

@@ -359,14 +359,38 @@ def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
         refs = blocks.refs
         numbers = dict(zip(map(id, blocks.order), count()))
     source_no = map(numbers.__getitem__, source_ids)
-    rows = list(zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True))
-    plain = _STR.issuperset(map(type, accounts)) and _STR.issuperset(map(type, descriptions))
     if not (_DECIMAL.issuperset(map(type, debits)) and _DECIMAL.issuperset(map(type, credits))):
         for amount in (*debits, *credits):
             amount_to_text(amount)  # refuses what is not a Decimal
-    written = _fast_encode(rows).decode() if plain else to_json(rows)
-    text = f'{{"dimensions":{_maps_json(dimension_maps)},{written_sources},"lines":{written}}}'
+    columns = _line_columns(accounts, debits, credits, descriptions)
+    if columns is None:
+        rows = zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True)
+        written_lines = f'"lines":{to_json(list(rows))}'
+    else:
+        columns["dimensions"] = list(dimension_no)
+        columns["sources"] = list(source_no)
+        written_lines = f'"line_columns":{_fast_encode(columns).decode()}'
+    text = f'{{"dimensions":{_maps_json(dimension_maps)},{written_sources},{written_lines}}}'
     return EncodedLines(text, refs)
+
+
+def _line_columns(
+    accounts: list[str], debits: list[Decimal], credits: list[Decimal], descriptions: list[str]
+) -> dict[str, Any] | None:
+    """The lines by column (``line_columns``): accounts and descriptions as their distinct
+    values and each line's index among them (``_by_value``), each side's amounts as text
+    (the Decimals, checked by the caller, written as ``str``); the dimension and source
+    numbers are added by the caller. None (write the lines as rows) unless accounts and
+    descriptions are strings."""
+    account_column, description_column = _by_value(accounts), _by_value(descriptions)
+    if account_column is None or description_column is None:
+        return None
+    return {
+        "accounts": account_column,
+        "debits": debits,
+        "credits": credits,
+        "descriptions": description_column,
+    }
 
 
 _LINE_COLUMNS = tuple(map(itemgetter, range(len(JournalLine._fields))))
@@ -418,7 +442,7 @@ def _source_blocks(sources: list[Mapping[str, str]]) -> _SourceBlocks | None:
             if len(distinct_shapes) == 1
             else list(compress(sources, map(eq, shapes, repeat(shape))))
         )
-        columns = [_source_column(list(map(itemgetter(key), members))) for key in shape]
+        columns = [_by_value(list(map(itemgetter(key), members))) for key in shape]
         if None in columns:
             return None
         for key, (values, _indices) in zip(shape, cast("list[_Column]", columns), strict=True):
@@ -432,7 +456,7 @@ def _source_blocks(sources: list[Mapping[str, str]]) -> _SourceBlocks | None:
 _Column = tuple[list[str], list[int]]
 
 
-def _source_column(column: list[Any]) -> _Column | None:
+def _by_value(column: list[Any]) -> _Column | None:
     """A column's distinct values and each row's index among them (none if one value);
     None if a value is not a string."""
     try:
@@ -552,17 +576,22 @@ class Reading:
         written, dimension sets and sources). Built by C-level maps over the decoded
         columns: this runs for every line of every journal read."""
         document = _lines_document(text)
-        rows = document.lines
-        amounts = self._amounts
-        for amount_text in {*map(_DEBIT_TEXT, rows), *map(_CREDIT_TEXT, rows)}:
-            if amount_text not in amounts:
-                amounts[amount_text] = Decimal(amount_text)
+        if document.line_columns is not None and document.lines:
+            raise ValueError("stored journal lines are written both as rows and by column")
         try:
-            dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
-            distinct = document.sources + _block_sources(document.source_columns)
-            sources = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
+            if document.line_columns is None:
+                return self._rows(document)
+            return self._columns(document, document.line_columns)
         except IndexError as exc:
-            raise ValueError(f"stored journal lines name a missing map: {exc}") from exc
+            raise ValueError(f"stored journal lines name a missing value: {exc}") from exc
+
+    def _rows(self, document: _LinesDocument) -> tuple[JournalLine, ...]:
+        """Lines written as rows (``lines``), as before ``line_columns``."""
+        rows = document.lines
+        amounts = self._amounts_of(map(_DEBIT_TEXT, rows), map(_CREDIT_TEXT, rows))
+        dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
+        distinct = document.sources + _block_sources(document.source_columns)
+        sources = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
         columns = zip(
             map(_ACCOUNT_TEXT, rows),
             map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
@@ -570,6 +599,29 @@ class Reading:
             map(_DESCRIPTION_TEXT, rows),
             dimensions,
             sources,
+            strict=True,
+        )
+        return tuple(map(new_line, columns))
+
+    def _amounts_of(self, *columns: Iterable[str]) -> dict[str, Decimal]:
+        """The reading's amounts by text, with those of ``columns`` (each text once)."""
+        amounts = self._amounts
+        missing = [text for text in set(chain.from_iterable(columns)) if text not in amounts]
+        amounts.update(zip(missing, map(Decimal, missing), strict=True))
+        return amounts
+
+    def _columns(self, document: _LinesDocument, lines: _LineColumns) -> tuple[JournalLine, ...]:
+        """Lines written by column (``line_columns``): a C-level pass per column."""
+        count = len(lines.debits)
+        amounts = self._amounts_of(lines.debits, lines.credits)
+        distinct = document.sources + _block_sources(document.source_columns)
+        columns = zip(
+            _column_values(*lines.accounts, count),
+            map(amounts.__getitem__, lines.debits),
+            map(amounts.__getitem__, lines.credits),
+            _column_values(*lines.descriptions, count),
+            map(document.dimensions.__getitem__, lines.dimensions),
+            map(distinct.__getitem__, lines.sources),
             strict=True,
         )
         return tuple(map(new_line, columns))
@@ -586,13 +638,26 @@ class _SourceBlock(msgspec.Struct):
     columns: list[tuple[list[str], list[_Index]]]
 
 
+class _LineColumns(msgspec.Struct):
+    """Lines written by column (``_line_columns``)."""
+
+    accounts: tuple[list[str], list[_Index]]
+    debits: list[str]
+    credits: list[str]
+    descriptions: tuple[list[str], list[_Index]]
+    dimensions: list[_Index]
+    sources: list[_Index]
+
+
 class _LinesDocument(msgspec.Struct):
     """An ``encode_lines`` document, its types checked by the decoder. Its sources are those
     of ``sources`` (written whole: the only layout before ``source_columns``), then those
-    of each block of ``source_columns``."""
+    of each block of ``source_columns``; its lines are ``line_columns``, or else ``lines``
+    (rows: the only layout before ``line_columns``)."""
 
     dimensions: list[dict[str, str]]
-    lines: list[tuple[str, str, str, str, _Index, _Index]]
+    lines: list[tuple[str, str, str, str, _Index, _Index]] = []
+    line_columns: _LineColumns | None = None
     sources: list[dict[str, str]] = []
     source_columns: list[_SourceBlock] = []
 
