@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from functools import partial
 from operator import eq, itemgetter, methodcaller, ne, not_
@@ -140,7 +140,7 @@ def posting_pair(
     source: Mapping[str, str],
 ) -> tuple[JournalLine, JournalLine]:
     """Two lines moving ``amount`` from credit to debit; a negative amount swaps sides."""
-    value = cents(amount)
+    value = amount.quantize(CENT, ROUND_HALF_EVEN)  # ``cents``, without a call: per pair
     if value < 0:
         debit_account, credit_account, value = credit_account, debit_account, -value
     return (

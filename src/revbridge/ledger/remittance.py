@@ -216,7 +216,7 @@ def _nested_adjustments(ctx: _Context, event: Event, adjustments: Sequence[Any])
     CAS adjustment): the lines of a code that simply books (``_booking``) are made here,
     as ``_adjustment`` would make them; any other code goes through ``_adjustment``."""
     kind, status = _kind(event), event.data["status"]
-    lines, ar_account, bookings = ctx.lines[kind], ctx.fc.ar_account, ctx.bookings
+    lines, ar_account, bookings, keys = ctx.lines[kind], ctx.fc.ar_account, ctx.bookings, event.keys
     head, tail = ctx.parts(event)
     for data in adjustments:
         if data["informational"]:
@@ -229,12 +229,13 @@ def _nested_adjustments(ctx: _Context, event: Event, adjustments: Sequence[Any])
         if booking is None:
             _adjustment(ctx, event, _Adjusted(data, data["segment"], status, kind))
             continue
+        reason, account, dimensions = booking
         lines += posting_pair(
-            booking.account,
+            account,
             ar_account,
             amount,
-            description=f"{booking.reason} {event.keys['patient_control_number']}",
-            dimensions=booking.dimensions,
+            description=f"{reason} {keys['patient_control_number']}",
+            dimensions=dimensions,
             source={**head, "segment": str(data["segment"]), **tail},
         )
 

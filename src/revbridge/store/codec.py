@@ -16,6 +16,7 @@ Rules (every backend follows them, the contract suite checks them):
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -663,16 +664,27 @@ class _LinesDocument(msgspec.Struct):
 
 
 def _block_sources(blocks: list[_SourceBlock]) -> list[dict[str, str]]:
-    """The sources of ``source_columns``, each a new dict: C-level passes per column."""
+    """The sources of ``source_columns``, each a new dict."""
     sources: list[dict[str, str]] = []
     for block in blocks:
         if len(block.columns) != len(block.keys):
             raise ValueError("stored journal sources: a column per key is needed")
-        if not block.keys:
-            sources += map(dict, repeat((), block.count))
-            continue
-        columns = [_column_values(values, at, block.count) for values, at in block.columns]
-        sources += map(dict, map(zip, repeat(block.keys), zip(*columns, strict=True)))
+        sources += _block(block)
+    return sources
+
+
+def _block(block: _SourceBlock) -> list[dict[str, str]]:
+    """A block's sources: copies of the first, then each column of more than one value set
+    in every copy (a key set again keeps its place). C-level passes per column: most of a
+    block's columns hold one value, and copying a dict costs less than building one."""
+    if not block.count:
+        return []
+    columns = [_column_values(values, at, block.count) for values, at in block.columns]
+    first = dict(zip(block.keys, [column[0] for column in columns], strict=True))
+    sources = list(map(dict.copy, repeat(first, block.count)))
+    for key, (_values, at), column in zip(block.keys, block.columns, columns, strict=True):
+        if at:  # one value a source: set in each (the map is consumed for its effect)
+            deque(map(dict.__setitem__, sources, repeat(key), column), maxlen=0)
     return sources
 
 
