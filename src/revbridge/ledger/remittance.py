@@ -214,10 +214,13 @@ class _Booking(NamedTuple):
 def _nested_adjustments(ctx: _Context, event: Event, adjustments: Sequence[Any]) -> None:
     """The adjustments inside a claim's event, in a loop of their own (this runs for every
     CAS adjustment): the lines of a code that simply books (``_booking``) are made here,
-    as ``_adjustment`` would make them; any other code goes through ``_adjustment``."""
+    as ``_adjustment`` would make them, those of one CAS segment sharing their source (read
+    only, as every line's mappings); any other code goes through ``_adjustment``."""
     kind, status = _kind(event), event.data["status"]
     lines, ar_account, bookings, keys = ctx.lines[kind], ctx.fc.ar_account, ctx.bookings, event.keys
     head, tail = ctx.parts(event)
+    segment: Any = None  # the last CAS segment booked
+    source: dict[str, str] | None = None  # its lines' source
     for data in adjustments:
         if data["informational"]:
             continue
@@ -230,13 +233,16 @@ def _nested_adjustments(ctx: _Context, event: Event, adjustments: Sequence[Any])
             _adjustment(ctx, event, _Adjusted(data, data["segment"], status, kind))
             continue
         reason, account, dimensions = booking
+        if source is None or data["segment"] != segment:  # a CAS segment's share one
+            segment = data["segment"]
+            source = {**head, "segment": str(segment), **tail}
         lines += posting_pair(
             account,
             ar_account,
             amount,
             description=f"{reason} {keys['patient_control_number']}",
             dimensions=dimensions,
-            source={**head, "segment": str(data["segment"]), **tail},
+            source=source,
         )
 
 
