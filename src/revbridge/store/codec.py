@@ -331,15 +331,24 @@ def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     """A journal's lines as one JSON document (one column of its row, not a row per line)::
 
         {"dimensions": [{...}, ...], "source_columns": [block, ...],
-         "lines": [[account, debit, credit, description, dimensions no, source no], ...]}
+         "line_columns": {"accounts": [values, indices], "debits": [amount, ...],
+                          "credits": [amount, ...], "descriptions": [values, indices],
+                          "dimensions": [dimensions no, ...], "sources": [source no, ...]}}
 
-    Amounts are ``str(Decimal)``; a dimension set or source several lines hold (the very
-    same mapping: a journal's lines share a few dimension sets, a posting pair its source)
-    is written once and named by its index. The sources are written by column
-    (``_source_blocks``): a journal's thousands of sources differ in a reference or two
-    (the segment, the claim), so each distinct value of a reference is written once. Sources
-    that are not plain string maps are written whole instead, as ``"sources": [{...}, ...]``
-    (the layout before ``source_columns``, which readers still accept). ``refs``: the
+    Written by column, each a C-level pass: a journal has thousands of lines and they
+    repeat a few accounts, a description per posting pair, a few dimension sets and a
+    source per pair or CAS segment. Amounts are ``str(Decimal)``; a dimension set or source
+    several lines hold (the very same mapping) is written once and named by its number.
+    ``values, indices``: the distinct values and each line's index among them, no indices
+    if there is one value (``_by_value``). Sources go by blocks of columns
+    (``_source_blocks``): they differ in a reference or two (the segment, the claim), so
+    each distinct value of a reference is written once.
+
+    The layout before: ``"sources": [{...}, ...]`` (each source whole) and ``"lines":
+    [[account, debit, credit, description, dimensions no, source no], ...]`` (rows).
+    Readers take either part of either layout, and it is still written for what the
+    columns do not hold: sources that are not plain string maps, accounts or descriptions
+    that are not strings (``to_json`` writes them as it would anywhere). ``refs``: the
     distinct values of the sources, but for ``POSITIONAL_REFS``, in order.
     """
     accounts, debits, credits, descriptions, dimensions, sources = (
