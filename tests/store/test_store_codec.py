@@ -77,6 +77,101 @@ def test_journal_lines_round_trip() -> None:
     assert text.count('"payer"') == 1  # a dimension set the lines share is written once
 
 
+def test_journal_sources_are_written_by_column_and_read_back_in_order() -> None:
+    head = {"trn": "T1", "raw_id": "1"}
+    claim = [{**head, "segment": str(n), "claim": "C1"} for n in (4, 5, 6)]
+    plb = {"trn": "T1", "raw_id": "1", "segment": "9"}  # another key sequence: its own block
+    reordered = {"claim": "C2", "segment": "7", "raw_id": "1", "trn": "T1"}
+    lines = tuple(
+        JournalLine("1200", Decimal("1.00"), Decimal("0.00"), "x", {}, source)
+        for source in (*claim, plb, reordered)
+    )
+    encoded = codec.encode_lines(lines)
+    back = codec.Reading().lines(encoded.text)
+    assert back == lines
+    assert [list(line.source) for line in back] == [list(line.source) for line in lines]
+    assert '"sources":[{' not in encoded.text and encoded.text.count('"T1"') == 3  # once a block
+    assert encoded.refs == ["C1", "C2", "T1"]  # not the positional raw_id and segment
+
+
+def test_journal_sources_not_plain_string_maps_are_written_whole() -> None:
+    lines = (
+        JournalLine("1200", Decimal("1.00"), Decimal("0.00"), "x", {}, {"c": "1"}),
+        JournalLine("1100", Decimal("0.00"), Decimal("1.00"), "x", {}),  # no source: read-only
+    )
+    encoded = codec.encode_lines(lines)
+    assert '"sources":[{"c":"1"},{}]' in encoded.text and encoded.refs == ["1"]
+    assert codec.Reading().lines(encoded.text) == lines
+
+
+def test_journal_lines_of_the_earlier_layout_are_read() -> None:
+    text = (
+        '{"dimensions":[{"payer":"X"}],"sources":[{"c":"1","segment":"3"}],'
+        '"lines":[["1200","1.00","0.00","cash",0,0],["1100","0.00","1.00","cash",0,0]]}'
+    )
+    source = {"c": "1", "segment": "3"}
+    assert codec.Reading().lines(text) == (
+        JournalLine("1200", Decimal("1.00"), Decimal("0.00"), "cash", {"payer": "X"}, source),
+        JournalLine("1100", Decimal("0.00"), Decimal("1.00"), "cash", {"payer": "X"}, source),
+    )
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        '[{"count":2,"keys":["c"],"columns":[[["1","2"],[0]]]}]',  # an index short
+        '[{"count":1,"keys":["c"],"columns":[[["1"],[1]]]}]',  # an index past the values
+        '[{"count":1,"keys":["c"],"columns":[[["1"],[-1]]]}]',  # a negative index
+        '[{"count":1,"keys":["c"],"columns":[[["1","2"],[]]]}]',  # no indices, two values
+        '[{"count":1,"keys":["c","d"],"columns":[[["1"],[]]]}]',  # a key without a column
+        '[{"count":1,"keys":["c"],"columns":[[["1"],[]]]}]',  # fine, but line 0 names source 1
+    ],
+)
+def test_malformed_source_columns_are_refused(blocks: str) -> None:
+    text = (
+        f'{{"dimensions":[{{}}],"source_columns":{blocks},'
+        '"lines":[["1200","1.00","0.00","x",0,0],["1100","0.00","1.00","x",0,1]]}'
+    )
+    with pytest.raises(ValueError):
+        codec.Reading().lines(text)
+
+
+def test_journal_lines_are_written_by_column_unless_accounts_are_not_strings() -> None:
+    by_column = codec.encode_lines([JournalLine("1200", Decimal("1"), Decimal("0"), "x")]).text
+    assert '"line_columns":{"accounts":[["1200"],[]],"debits":["1"],"credits":["0"]' in by_column
+    enum_account = JournalLine(Color.RED, Decimal("1"), Decimal("0"), "x")  # type: ignore[arg-type]
+    as_rows = codec.encode_lines([enum_account]).text
+    assert '"lines":[["red","1","0","x",0,0]]' in as_rows
+    assert codec.Reading().lines(as_rows)[0].account == "red"
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        '"accounts":[["1200"],[0,0]],"debits":["1.00"]',  # accounts longer than the amounts
+        '"accounts":[["1200"],[]],"debits":["1.00","0.00"]',  # debits longer than credits
+        '"accounts":[["1200"],[1]],"debits":["1.00"]',  # an account index past the values
+    ],
+)
+def test_malformed_line_columns_are_refused(columns: str) -> None:
+    text = (
+        f'{{"dimensions":[{{}}],"sources":[{{}}],"line_columns":{{{columns},'
+        '"credits":["0.00"],"descriptions":[["x"],[]],"dimensions":[0],"sources":[0]}}'
+    )
+    with pytest.raises(ValueError):
+        codec.Reading().lines(text)
+
+
+def test_lines_written_both_as_rows_and_by_column_are_refused() -> None:
+    text = (
+        '{"dimensions":[{}],"sources":[{}],"lines":[["1200","1.00","0.00","x",0,0]],'
+        '"line_columns":{"accounts":[["1200"],[]],"debits":["1.00"],"credits":["0.00"],'
+        '"descriptions":[["x"],[]],"dimensions":[0],"sources":[0]}}'
+    )
+    with pytest.raises(ValueError):
+        codec.Reading().lines(text)
+
+
 def test_journal_lines_refuse_float_amounts() -> None:
     line = JournalLine("1200", 10.5, Decimal("0"), "cash")  # type: ignore[arg-type]
     with pytest.raises(TypeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from functools import partial
 from operator import eq, itemgetter, methodcaller, ne, not_
@@ -70,7 +70,7 @@ class Journal:
 
     @property
     def total(self) -> Decimal:
-        return sum((line.debit for line in self.lines), ZERO)
+        return sum(map(_DEBIT, self.lines), ZERO)
 
 
 def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
@@ -97,18 +97,19 @@ def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
     ):
         for number, line in enumerate(lines, start=1):
             _check_line(key, number, line)
-    debit, credit = sum(debits, ZERO), sum(credits, ZERO)
+    debit, credit = sum(filter(None, debits), ZERO), sum(filter(None, credits), ZERO)
     if debit != credit:
         raise UnbalancedJournal(f"journal {key}: debits {debit} != credits {credit}")
 
 
 def _whole_cents(debits: list[Decimal], credits: list[Decimal]) -> bool:
-    """Whether every amount is whole cents and not negative, each amount object tested once
-    (the lines of a pair, and amounts read back, share theirs; hashing a Decimal costs more
-    than testing it)."""
-    distinct = dict(zip(map(id, debits), debits, strict=True))
-    distinct.update(zip(map(id, credits), credits, strict=True))
-    amounts = distinct.values()
+    """Whether every amount is whole cents and not negative, each non-zero amount object
+    tested once (the lines of a pair, and amounts read back, share theirs; hashing a Decimal
+    costs more than testing it). A zero is whole cents and not negative; every line has a
+    zero side, so leaving zeros out halves the work."""
+    nonzero = [*filter(None, debits), *filter(None, credits)]
+    distinct = dict(zip(map(id, nonzero), nonzero, strict=True))
+    amounts = distinct.values() or (ZERO,)
     return min(amounts) >= ZERO and all(map(eq, amounts, map(_IN_CENTS, amounts)))
 
 
@@ -139,7 +140,7 @@ def posting_pair(
     source: Mapping[str, str],
 ) -> tuple[JournalLine, JournalLine]:
     """Two lines moving ``amount`` from credit to debit; a negative amount swaps sides."""
-    value = cents(amount)
+    value = amount.quantize(CENT, ROUND_HALF_EVEN)  # ``cents``, without a call: per pair
     if value < 0:
         debit_account, credit_account, value = credit_account, debit_account, -value
     return (

@@ -45,6 +45,7 @@ class _Context:
     shared_dimensions: dict[str, dict[str, str]] = field(default_factory=dict)  # by reason
     source_event: Event | None = None  # the event ``source_parts`` are of
     source_parts: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    bookings: dict[tuple[str, str], _Booking | None] = field(default_factory=dict)  # by code
 
     @property
     def payment(self) -> str:
@@ -68,12 +69,16 @@ class _Context:
     def source(self, event: Event, segment: int | None) -> dict[str, str]:
         """A line's source references: ``segment`` is the CAS segment of an adjustment
         carried in its claim's event, else the event's own segment."""
+        head, tail = self.parts(event)
+        where = event.source.segment if segment is None else segment
+        return {**head, "segment": str(where), **tail}
+
+    def parts(self, event: Event) -> tuple[dict[str, str], dict[str, str]]:
+        """The references of ``event``'s lines before and after ``segment``."""
         if event is not self.source_event:  # a claim's adjustments ask in a row
             self.source_event = event
             self.source_parts = self._source_parts(event)
-        head, tail = self.source_parts
-        where = event.source.segment if segment is None else segment
-        return {**head, "segment": str(where), **tail}
+        return self.source_parts
 
     def _source_parts(self, event: Event) -> tuple[dict[str, str], dict[str, str]]:
         """The references before and after ``segment``, the same for every line of ``event``."""
@@ -152,9 +157,7 @@ def _context(header: Event, master: MasterData, rules: PostingRules) -> _Context
 def _apply(ctx: _Context, event: Event) -> None:
     if event.type in (EventType.CLAIM_ADJUDICATED, EventType.CLAIM_REVERSED):
         _claim(ctx, event)
-        kind, status = _kind(event), event.data["status"]
-        for data in event.data.get("adjustments", ()):  # mapping x12_835/2
-            _adjustment(ctx, event, _Adjusted(data, data["segment"], status, kind))
+        _nested_adjustments(ctx, event, event.data.get("adjustments", ()))  # x12_835/2
     elif event.type == EventType.ADJUSTMENT_BOOKED:  # stored by mapping x12_835/1
         adjusted = _Adjusted(event.data, None, event.data["claim_status"], _kind(event))
         _adjustment(ctx, event, adjusted)
@@ -199,6 +202,62 @@ def _claim(ctx: _Context, event: Event) -> None:
         )
 
 
+class _Booking(NamedTuple):
+    """How an adjustment code whose rule simply books it is posted: its reason, the account
+    to debit and the lines' dimensions, the same for every adjustment of that code."""
+
+    reason: str
+    account: str
+    dimensions: dict[str, str]
+
+
+def _nested_adjustments(ctx: _Context, event: Event, adjustments: Sequence[Any]) -> None:
+    """The adjustments inside a claim's event, in a loop of their own (this runs for every
+    CAS adjustment): the lines of a code that simply books (``_booking``) are made here,
+    as ``_adjustment`` would make them, those of one CAS segment sharing their source (read
+    only, as every line's mappings); any other code goes through ``_adjustment``."""
+    kind, status = _kind(event), event.data["status"]
+    lines, ar_account, bookings, keys = ctx.lines[kind], ctx.fc.ar_account, ctx.bookings, event.keys
+    head, tail = ctx.parts(event)
+    segment: Any = None  # the last CAS segment booked
+    source: dict[str, str] | None = None  # its lines' source
+    for data in adjustments:
+        if data["informational"]:
+            continue
+        amount = Decimal(data["amount"])
+        if not amount:
+            continue
+        code = (data["group"], data["reason"])
+        booking = bookings.get(code) or _booking(ctx, code)
+        if booking is None:
+            _adjustment(ctx, event, _Adjusted(data, data["segment"], status, kind))
+            continue
+        reason, account, dimensions = booking
+        if source is None or data["segment"] != segment:  # a CAS segment's share one
+            segment = data["segment"]
+            source = {**head, "segment": str(segment), **tail}
+        lines += posting_pair(
+            account,
+            ar_account,
+            amount,
+            description=f"{reason} {keys['patient_control_number']}",
+            dimensions=dimensions,
+            source=source,
+        )
+
+
+def _booking(ctx: _Context, code: tuple[str, str]) -> _Booking | None:
+    """How adjustments of ``code`` are booked, if its rule simply books them to an account
+    (None: no rule, a denial, information); asked once per code and remittance."""
+    if code in ctx.bookings:
+        return ctx.bookings[code]
+    reason = f"{code[0]}-{code[1]}"
+    account = _booked_account(ctx, ctx.rules.adjustment_rule(*code))
+    booking = None if account is None else _Booking(reason, account, ctx.dimensions(reason))
+    ctx.bookings[code] = booking
+    return booking
+
+
 def _adjustment(ctx: _Context, event: Event, adjusted: _Adjusted) -> None:
     data = adjusted.data
     if data["informational"]:
@@ -231,14 +290,22 @@ def _adjustment_account(
         detail = f"adjustment {reason} has no posting rule; booked to suspense {ctx.rules.suspense}"
         ctx.exception("unmapped_code", detail, event, adjusted.segment, code=reason)
         return ctx.rules.suspense
+    if rule.action is Action.DENIAL:
+        _denial(ctx, event, adjusted, reason)
+    return _booked_account(ctx, rule)
+
+
+def _booked_account(ctx: _Context, rule: AdjustmentRule | None) -> str | None:
+    """The account ``rule`` books to with nothing else to do; None: no rule, a denial,
+    information (which post nothing or open an item)."""
+    if rule is None:
+        return None
     if rule.action is Action.CONTRACTUAL:
         return ctx.fc.contractual_account
     if rule.action is Action.PATIENT:
         return ctx.self_pay.ar_account
     if rule.action is Action.ACCOUNT:
         return rule.account
-    if rule.action is Action.DENIAL:
-        _denial(ctx, event, adjusted, reason)
     return None
 
 

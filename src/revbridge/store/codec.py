@@ -16,12 +16,13 @@ Rules (every backend follows them, the contract suite checks them):
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, compress, count, repeat
-from operator import is_, itemgetter, methodcaller
-from typing import Any, NamedTuple, cast
+from operator import eq, is_, itemgetter, methodcaller
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 
@@ -329,31 +330,77 @@ carry these."""
 def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     """A journal's lines as one JSON document (one column of its row, not a row per line)::
 
-        {"dimensions": [{...}, ...], "sources": [{...}, ...],
-         "lines": [[account, debit, credit, description, dimensions no, source no], ...]}
+        {"dimensions": [{...}, ...], "source_columns": [block, ...],
+         "line_columns": {"accounts": [values, indices], "debits": [amount, ...],
+                          "credits": [amount, ...], "descriptions": [values, indices],
+                          "dimensions": [dimensions no, ...], "sources": [source no, ...]}}
 
-    Amounts are ``str(Decimal)``; a dimension set or source several lines hold (the very
-    same mapping: a journal's lines share a few dimension sets, a posting pair its source)
-    is written once and named by its index. ``refs``: the distinct values of the sources,
-    but for ``POSITIONAL_REFS``, in order.
+    Written by column, each a C-level pass: a journal has thousands of lines and they
+    repeat a few accounts, a description per posting pair, a few dimension sets and a
+    source per pair or CAS segment. Amounts are ``str(Decimal)``; a dimension set or source
+    several lines hold (the very same mapping) is written once and named by its number.
+    ``values, indices``: the distinct values and each line's index among them, no indices
+    if there is one value (``_by_value``). Sources go by blocks of columns
+    (``_source_blocks``): they differ in a reference or two (the segment, the claim), so
+    each distinct value of a reference is written once.
+
+    The layout before: ``"sources": [{...}, ...]`` (each source whole) and ``"lines":
+    [[account, debit, credit, description, dimensions no, source no], ...]`` (rows).
+    Readers take either part of either layout, and it is still written for what the
+    columns do not hold: sources that are not plain string maps, accounts or descriptions
+    that are not strings (``to_json`` writes them as it would anywhere). ``refs``: the
+    distinct values of the sources, but for ``POSITIONAL_REFS``, in order.
     """
     accounts, debits, credits, descriptions, dimensions, sources = (
         list(map(column, lines)) for column in _LINE_COLUMNS
     )
     dimension_no, dimension_maps = _numbered(dimensions)
-    source_no, source_maps = _numbered(sources)
-    rows = list(zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True))
-    plain = _STR.issuperset(map(type, accounts)) and _STR.issuperset(map(type, descriptions))
+    source_ids = list(map(id, sources))
+    distinct = dict(zip(source_ids, sources, strict=True))  # by identity, in order of use
+    source_maps = list(distinct.values())
+    blocks = _source_blocks(source_maps)
+    if blocks is None:
+        names = set(chain.from_iterable(source_maps))  # the few keys of many sources
+        written_sources = f'"sources":{_maps_json(source_maps, names)}'
+        refs = _refs(source_maps, names)
+        numbers = dict(zip(distinct, count()))
+    else:
+        written_sources = f'"source_columns":{_fast_encode(blocks.blocks).decode()}'
+        refs = blocks.refs
+        numbers = dict(zip(map(id, blocks.order), count()))
+    source_no = map(numbers.__getitem__, source_ids)
     if not (_DECIMAL.issuperset(map(type, debits)) and _DECIMAL.issuperset(map(type, credits))):
         for amount in (*debits, *credits):
             amount_to_text(amount)  # refuses what is not a Decimal
-    written = _fast_encode(rows).decode() if plain else to_json(rows)
-    names = set(chain.from_iterable(source_maps))  # the few keys of many sources
-    text = (
-        f'{{"dimensions":{_maps_json(dimension_maps)},"sources":{_maps_json(source_maps, names)},'
-        f'"lines":{written}}}'
-    )
-    return EncodedLines(text, _refs(source_maps, names))
+    columns = _line_columns(accounts, debits, credits, descriptions)
+    if columns is None:
+        rows = zip(accounts, debits, credits, descriptions, dimension_no, source_no, strict=True)
+        written_lines = f'"lines":{to_json(list(rows))}'
+    else:
+        columns["dimensions"] = list(dimension_no)
+        columns["sources"] = list(source_no)
+        written_lines = f'"line_columns":{_fast_encode(columns).decode()}'
+    text = f'{{"dimensions":{_maps_json(dimension_maps)},{written_sources},{written_lines}}}'
+    return EncodedLines(text, refs)
+
+
+def _line_columns(
+    accounts: list[str], debits: list[Decimal], credits: list[Decimal], descriptions: list[str]
+) -> dict[str, Any] | None:
+    """The lines by column (``line_columns``): accounts and descriptions as their distinct
+    values and each line's index among them (``_by_value``), each side's amounts as text
+    (the Decimals, checked by the caller, written as ``str``); the dimension and source
+    numbers are added by the caller. None (write the lines as rows) unless accounts and
+    descriptions are strings."""
+    account_column, description_column = _by_value(accounts), _by_value(descriptions)
+    if account_column is None or description_column is None:
+        return None
+    return {
+        "accounts": account_column,
+        "debits": debits,
+        "credits": credits,
+        "descriptions": description_column,
+    }
 
 
 _LINE_COLUMNS = tuple(map(itemgetter, range(len(JournalLine._fields))))
@@ -368,6 +415,70 @@ def _numbered(
     by_id = dict(zip(ids, maps, strict=True))
     number = dict(zip(by_id, count()))
     return map(number.__getitem__, ids), list(by_id.values())
+
+
+class _SourceBlocks(NamedTuple):
+    """Sources written by column: ``blocks`` as stored, ``order`` the sources in the order
+    the blocks hold them (their numbers), ``refs`` as ``EncodedLines.refs``."""
+
+    blocks: list[dict[str, Any]]
+    order: list[Mapping[str, str]]
+    refs: list[str]
+
+
+def _source_blocks(sources: list[Mapping[str, str]]) -> _SourceBlocks | None:
+    """The sources as blocks of columns, one block per distinct key sequence (most journals
+    have one or two: claim lines and PLB lines), each key a column of its distinct values
+    and each source's index among them; a column of one value has no indices::
+
+        {"count": sources, "keys": [key, ...], "columns": [[[value, ...], [index, ...]], ...]}
+
+    Keys keep their order in each source, so a source reads back equal and in order. None
+    (write them whole) unless every source is a ``dict`` of strings to strings. Each pass
+    is a C-level one over a column; Python runs per block and key, not per source.
+    """
+    if not _DICT.issuperset(map(type, sources)):
+        return None
+    shapes = list(map(tuple, sources))
+    distinct_shapes = list(dict.fromkeys(shapes))
+    if not _STR.issuperset(map(type, chain.from_iterable(distinct_shapes))):
+        return None
+    blocks: list[dict[str, Any]] = []
+    order: list[Mapping[str, str]] = []
+    refs: set[str] = set()
+    for shape in distinct_shapes:
+        members = (
+            sources
+            if len(distinct_shapes) == 1
+            else list(compress(sources, map(eq, shapes, repeat(shape))))
+        )
+        columns = [_by_value(list(map(itemgetter(key), members))) for key in shape]
+        if None in columns:
+            return None
+        for key, (values, _indices) in zip(shape, cast("list[_Column]", columns), strict=True):
+            if key not in POSITIONAL_REFS:
+                refs.update(values)
+        blocks.append({"count": len(members), "keys": list(shape), "columns": columns})
+        order += members
+    return _SourceBlocks(blocks, order, sorted(refs))
+
+
+_Column = tuple[list[str], list[int]]
+
+
+def _by_value(column: list[Any]) -> _Column | None:
+    """A column's distinct values and each row's index among them (none if one value);
+    None if a value is not a string."""
+    try:
+        values = dict.fromkeys(column)
+    except TypeError:  # an unhashable value: not a string
+        return None
+    if not _STR.issuperset(map(type, values)):
+        return None
+    if len(values) == 1:
+        return list(values), []
+    number = dict(zip(values, count()))
+    return list(values), list(map(number.__getitem__, column))
 
 
 def _refs(sources: list[Mapping[str, str]], names: set[str]) -> list[str]:
@@ -475,16 +586,22 @@ class Reading:
         written, dimension sets and sources). Built by C-level maps over the decoded
         columns: this runs for every line of every journal read."""
         document = _lines_document(text)
-        rows = document.lines
-        amounts = self._amounts
-        for amount_text in {*map(_DEBIT_TEXT, rows), *map(_CREDIT_TEXT, rows)}:
-            if amount_text not in amounts:
-                amounts[amount_text] = Decimal(amount_text)
+        if document.line_columns is not None and document.lines:
+            raise ValueError("stored journal lines are written both as rows and by column")
         try:
-            dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
-            sources = list(map(document.sources.__getitem__, map(_SOURCE_NO, rows)))
+            if document.line_columns is None:
+                return self._rows(document)
+            return self._columns(document, document.line_columns)
         except IndexError as exc:
-            raise ValueError(f"stored journal lines name a missing map: {exc}") from exc
+            raise ValueError(f"stored journal lines name a missing value: {exc}") from exc
+
+    def _rows(self, document: _LinesDocument) -> tuple[JournalLine, ...]:
+        """Lines written as rows (``lines``), as before ``line_columns``."""
+        rows = document.lines
+        amounts = self._amounts_of(map(_DEBIT_TEXT, rows), map(_CREDIT_TEXT, rows))
+        dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
+        distinct = document.sources + _block_sources(document.source_columns)
+        sources = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
         columns = zip(
             map(_ACCOUNT_TEXT, rows),
             map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
@@ -496,13 +613,99 @@ class Reading:
         )
         return tuple(map(new_line, columns))
 
+    def _amounts_of(self, *columns: Iterable[str]) -> dict[str, Decimal]:
+        """The reading's amounts by text, with those of ``columns`` (each text once)."""
+        amounts = self._amounts
+        missing = [text for text in set(chain.from_iterable(columns)) if text not in amounts]
+        amounts.update(zip(missing, map(Decimal, missing), strict=True))
+        return amounts
+
+    def _columns(self, document: _LinesDocument, lines: _LineColumns) -> tuple[JournalLine, ...]:
+        """Lines written by column (``line_columns``): a C-level pass per column."""
+        count = len(lines.debits)
+        amounts = self._amounts_of(lines.debits, lines.credits)
+        distinct = document.sources + _block_sources(document.source_columns)
+        columns = zip(
+            _column_values(*lines.accounts, count),
+            map(amounts.__getitem__, lines.debits),
+            map(amounts.__getitem__, lines.credits),
+            _column_values(*lines.descriptions, count),
+            map(document.dimensions.__getitem__, lines.dimensions),
+            map(distinct.__getitem__, lines.sources),
+            strict=True,
+        )
+        return tuple(map(new_line, columns))
+
+
+_Index = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _SourceBlock(msgspec.Struct):
+    """Sources written by column (``_source_blocks``)."""
+
+    count: _Index
+    keys: list[str]
+    columns: list[tuple[list[str], list[_Index]]]
+
+
+class _LineColumns(msgspec.Struct):
+    """Lines written by column (``_line_columns``)."""
+
+    accounts: tuple[list[str], list[_Index]]
+    debits: list[str]
+    credits: list[str]
+    descriptions: tuple[list[str], list[_Index]]
+    dimensions: list[_Index]
+    sources: list[_Index]
+
 
 class _LinesDocument(msgspec.Struct):
-    """An ``encode_lines`` document, its types checked by the decoder."""
+    """An ``encode_lines`` document, its types checked by the decoder. Its sources are those
+    of ``sources`` (written whole: the only layout before ``source_columns``), then those
+    of each block of ``source_columns``; its lines are ``line_columns``, or else ``lines``
+    (rows: the only layout before ``line_columns``)."""
 
     dimensions: list[dict[str, str]]
-    sources: list[dict[str, str]]
-    lines: list[tuple[str, str, str, str, int, int]]
+    lines: list[tuple[str, str, str, str, _Index, _Index]] = []
+    line_columns: _LineColumns | None = None
+    sources: list[dict[str, str]] = []
+    source_columns: list[_SourceBlock] = []
+
+
+def _block_sources(blocks: list[_SourceBlock]) -> list[dict[str, str]]:
+    """The sources of ``source_columns``, each a new dict."""
+    sources: list[dict[str, str]] = []
+    for block in blocks:
+        if len(block.columns) != len(block.keys):
+            raise ValueError("stored journal sources: a column per key is needed")
+        sources += _block(block)
+    return sources
+
+
+def _block(block: _SourceBlock) -> list[dict[str, str]]:
+    """A block's sources: copies of the first, then each column of more than one value set
+    in every copy (a key set again keeps its place). C-level passes per column: most of a
+    block's columns hold one value, and copying a dict costs less than building one."""
+    if not block.count:
+        return []
+    columns = [_column_values(values, at, block.count) for values, at in block.columns]
+    first = dict(zip(block.keys, [column[0] for column in columns], strict=True))
+    sources = list(map(dict.copy, repeat(first, block.count)))
+    for key, (_values, at), column in zip(block.keys, block.columns, columns, strict=True):
+        if at:  # one value a source: set in each (the map is consumed for its effect)
+            deque(map(dict.__setitem__, sources, repeat(key), column), maxlen=0)
+    return sources
+
+
+def _column_values(values: list[str], indices: list[int], rows: int) -> list[str]:
+    """A column's value in each of ``rows`` rows (raises IndexError for a missing one)."""
+    if not indices:
+        if len(values) != 1 and rows:
+            raise ValueError("stored journal sources: a column without indices has one value")
+        return values * rows
+    if len(indices) != rows:
+        raise ValueError("stored journal sources: a column's length is not its block's")
+    return list(map(values.__getitem__, indices))
 
 
 _decode_lines = msgspec.json.Decoder(_LinesDocument).decode
