@@ -29,19 +29,11 @@
 #include <string.h>
 #include <structmember.h>
 
-#define MAX_FIELDS 16
+#include "../_native/slot_shapes.h"
+
 #define DATE_CACHE_BITS 8
 
 /* -- classes ----------------------------------------------------------------------------- */
-
-typedef struct {
-    const char *name;
-    int size;
-    int built; /* 1: built here, so every slot is listed (in declaration order) */
-    const char *fields[MAX_FIELDS];
-    PyTypeObject *type;
-    Py_ssize_t offsets[MAX_FIELDS];
-} Shape;
 
 enum { ADJUSTMENT, SERVICE_LINE, CLAIM_PAYMENT, EVENT, SOURCE_REF, SHAPES };
 
@@ -80,55 +72,6 @@ static Shape shapes[SHAPES] = {
      {0}},
     {"SourceRef", 5, 1, {"channel", "raw_id", "unit_id", "segment", "path"}, NULL, {0}},
 };
-
-static int
-configure_shape(Shape *shape, PyObject *cls)
-{
-    if (!PyType_Check(cls)) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a class", shape->name);
-        return -1;
-    }
-    PyTypeObject *type = (PyTypeObject *)cls;
-    if (shape->built) {
-        PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
-        if (slots == NULL) {
-            return -1;
-        }
-        Py_ssize_t nslots = PyObject_Length(slots);
-        Py_DECREF(slots);
-        if (nslots != shape->size) {
-            if (!PyErr_Occurred()) {
-                PyErr_Format(PyExc_TypeError, "%s has %zd slots, _fast_x12_835 expects %d",
-                             shape->name, nslots, shape->size);
-            }
-            return -1;
-        }
-        if (PyObject_HasAttrString(cls, "__post_init__")) {
-            PyErr_Format(PyExc_TypeError, "%s has __post_init__: _fast_x12_835 cannot build it",
-                         shape->name);
-            return -1;
-        }
-    }
-    for (int i = 0; i < shape->size; i++) {
-        PyObject *descr = PyDict_GetItemString(type->tp_dict, shape->fields[i]);
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", shape->name, shape->fields[i]);
-            return -1;
-        }
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (((PyDescrObject *)descr)->d_type != type || member->type != T_OBJECT_EX ||
-            (member->flags & READONLY) || member->offset < (Py_ssize_t)sizeof(PyObject) ||
-            member->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a plain object slot", shape->name,
-                         shape->fields[i]);
-            return -1;
-        }
-        shape->offsets[i] = member->offset;
-    }
-    Py_INCREF(cls);
-    Py_XSETREF(shape->type, type);
-    return 0;
-}
 
 /* A borrowed slot value of obj, an instance of exactly the shape's class; NULL (and no
  * exception) when obj is anything else or the slot is empty. */
@@ -276,14 +219,6 @@ is_name(PyObject *text, int name)
  * reads it (formats/x12/_fast835.c).  configure() compares, for a set of probes, the text
  * written so with money_str's, and keeps using str() when anything differs. */
 
-#define MPD_NEG 1
-#define MPD_SPECIAL (2 | 4 | 8) /* infinity, NaN, sNaN */
-
-typedef struct {
-    uint8_t flags;
-    Py_ssize_t exp, digits, len, alloc;
-    uint64_t *data;
-} MpdMirror;
 
 typedef struct {
     PyObject_HEAD
@@ -715,7 +650,7 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     for (int i = 0; i < SHAPES; i++) {
-        if (configure_shape(&shapes[i], classes[i]) < 0) {
+        if (configure_shape(&shapes[i], classes[i], "_fast_x12_835") < 0) {
             return NULL;
         }
     }

@@ -20,35 +20,30 @@
 #include <string.h>
 #include <structmember.h>
 
+#include "../../_native/slot_shapes.h"
+
 #define MAX_AMOUNT_DIGITS 10
 #define MAX_QUANTITY_DIGITS 15
-#define MAX_FIELDS 16
 #define DECIMAL_CACHE_BITS 12
 #define DATE_CACHE_BITS 12
 
 /* -- model classes ---------------------------------------------------------------------- */
 
-typedef struct {
-    const char *name;
-    int size;
-    const char *fields[MAX_FIELDS];
-    PyTypeObject *type;
-    Py_ssize_t offsets[MAX_FIELDS];
-} Shape;
-
 enum { ADJUSTMENT, SERVICE_LINE, CLAIM_PAYMENT, PROVIDER_ADJUSTMENT, SHAPES };
 
 /* Field order = the argument order used by build() below. */
 static Shape shapes[SHAPES] = {
-    {"Adjustment", 5, {"group", "reason", "amount", "quantity", "segment_number"}, NULL, {0}},
+    {"Adjustment", 5, 1, {"group", "reason", "amount", "quantity", "segment_number"}, NULL, {0}},
     {"ServiceLine",
      10,
+     1,
      {"procedure", "charge", "paid", "revenue_code", "units", "control_number", "service_date",
       "allowed", "adjustments", "segment_number"},
      NULL,
      {0}},
     {"ClaimPayment",
      15,
+     1,
      {"patient_control_number", "status", "charge", "paid", "patient_responsibility",
       "filing_indicator", "payer_claim_number", "facility_type", "frequency",
       "original_payer_claim_number", "statement_from", "statement_to", "adjustments", "lines",
@@ -57,6 +52,7 @@ static Shape shapes[SHAPES] = {
      {0}},
     {"ProviderAdjustment",
      6,
+     1,
      {"provider_id", "fiscal_period_end", "reason", "reference", "amount", "segment_number"},
      NULL,
      {0}},
@@ -65,53 +61,6 @@ static Shape shapes[SHAPES] = {
 static PyObject *make_decimal = NULL; /* str -> Decimal, exact (see parse835.py) */
 static PyObject *cas_groups[5] = {NULL}; /* CO PR OA PI CR, same order as cas_group_names */
 static const char *cas_group_names[5] = {"CO", "PR", "OA", "PI", "CR"};
-
-static int
-configure_shape(Shape *shape, PyObject *cls)
-{
-    if (!PyType_Check(cls)) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a class", shape->name);
-        return -1;
-    }
-    PyTypeObject *type = (PyTypeObject *)cls;
-    PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
-    if (slots == NULL) {
-        return -1;
-    }
-    Py_ssize_t nslots = PyObject_Length(slots);
-    Py_DECREF(slots);
-    if (nslots != shape->size) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_TypeError, "%s has %zd slots, _fast835 expects %d", shape->name,
-                         nslots, shape->size);
-        }
-        return -1;
-    }
-    if (PyObject_HasAttrString(cls, "__post_init__")) {
-        PyErr_Format(PyExc_TypeError, "%s has __post_init__: _fast835 cannot build it",
-                     shape->name);
-        return -1;
-    }
-    for (int i = 0; i < shape->size; i++) {
-        PyObject *descr = PyDict_GetItemString(type->tp_dict, shape->fields[i]);
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", shape->name, shape->fields[i]);
-            return -1;
-        }
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (((PyDescrObject *)descr)->d_type != type || member->type != T_OBJECT_EX ||
-            (member->flags & READONLY) || member->offset < (Py_ssize_t)sizeof(PyObject) ||
-            member->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a plain object slot", shape->name,
-                         shape->fields[i]);
-            return -1;
-        }
-        shape->offsets[i] = member->offset;
-    }
-    Py_INCREF(cls);
-    Py_XSETREF(shape->type, type);
-    return 0;
-}
 
 /* A new model instance; steals the references in values (all of them, even on failure).
  *
@@ -224,16 +173,7 @@ cache_put(Entry *entry, uint64_t key, PyObject *value)
  * That layout is CPython's private one, so configure() first compares it, field by field,
  * with Decimals made by make_decimal, and keeps calling make_decimal if anything differs. */
 
-#define MPD_NEG 1
-#define MPD_STATIC 16
-#define MPD_STATIC_DATA 32
 #define DEC_MINALLOC 4
-
-typedef struct {
-    uint8_t flags;
-    Py_ssize_t exp, digits, len, alloc;
-    uint64_t *data;
-} MpdMirror;
 
 typedef struct {
     PyObject_HEAD
@@ -487,7 +427,7 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     for (int i = 0; i < SHAPES; i++) {
-        if (configure_shape(&shapes[i], classes[i]) < 0) {
+        if (configure_shape(&shapes[i], classes[i], "_fast835") < 0) {
             return NULL;
         }
     }
