@@ -22,14 +22,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from revbridge.domain.events import Event, EventType, SourceRef
+from revbridge.domain.events import Event, EventType
 from revbridge.domain.money import money_str
 from revbridge.formats.x12.envelope import scan
 from revbridge.formats.x12.model835 import (
     Adjustment,
     ClaimPayment,
     Remittance835,
-    ServiceLine,
 )
 from revbridge.formats.x12.synthetic import synthetic_835, synthetic_remittances
 from revbridge.normalise import x12_835
@@ -329,22 +328,7 @@ def test_errors_are_the_references() -> None:
 @contextmanager
 def configured(direct: bool) -> Iterator[bool]:
     """Configure the extension to write amounts and dicts directly, or the general way."""
-    arguments = (
-        Event,
-        SourceRef,
-        ClaimPayment,
-        ServiceLine,
-        Adjustment,
-        money_str,
-        Decimal,
-        x12_835.STATUS_KINDS,
-        x12_835.UNKNOWN_STATUS_KIND,
-        x12_835.SECONDARY_STATUSES,
-        EventType.CLAIM_ADJUDICATED,
-        EventType.CLAIM_REVERSED,
-        x12_835.SCHEMA_VERSION,
-        x12_835._ID_STRIDE,
-    )
+    arguments = x12_835.FAST_CONFIGURATION
     try:
         yield x12_835._fast_x12_835.configure(*arguments, direct)
     finally:
@@ -369,19 +353,7 @@ def test_configure_checks_the_classes() -> None:
     with pytest.raises(TypeError, match="slot"):
         x12_835._fast_x12_835.configure(
             Remittance835,  # not an Event
-            SourceRef,
-            ClaimPayment,
-            ServiceLine,
-            Adjustment,
-            money_str,
-            Decimal,
-            x12_835.STATUS_KINDS,
-            x12_835.UNKNOWN_STATUS_KIND,
-            x12_835.SECONDARY_STATUSES,
-            EventType.CLAIM_ADJUDICATED,
-            EventType.CLAIM_REVERSED,
-            x12_835.SCHEMA_VERSION,
-            x12_835._ID_STRIDE,
+            *x12_835.FAST_CONFIGURATION[1:],
         )
     assert_fast(remittance(47, 3))  # a refused configuration leaves the last one in place
 

@@ -71,28 +71,32 @@ STATUS_KINDS = {
 UNKNOWN_STATUS_KIND = "unknown"
 _ID_STRIDE = 0x9E3779B97F4A7C15F39D  # odd: ordinals map to distinct 80-bit tails
 
+#: What the C fast path is configured with (the classes it builds and reads, the mapping's
+#: constants); the tests configure it again from this.
+FAST_CONFIGURATION = (
+    Event,
+    SourceRef,
+    ClaimPayment,
+    ServiceLine,
+    Adjustment,
+    money_str,
+    Decimal,
+    STATUS_KINDS,
+    UNKNOWN_STATUS_KIND,
+    SECONDARY_STATUSES,
+    EventType.CLAIM_ADJUDICATED,
+    EventType.CLAIM_REVERSED,
+    SCHEMA_VERSION,
+    _ID_STRIDE,
+)
+
 try:
     from revbridge.normalise import _fast_x12_835
 except ImportError:  # installed without the C extension: pure Python only
     FAST = False
 else:
     FAST = True
-    _fast_x12_835.configure(
-        Event,
-        SourceRef,
-        ClaimPayment,
-        ServiceLine,
-        Adjustment,
-        money_str,
-        Decimal,
-        STATUS_KINDS,
-        UNKNOWN_STATUS_KIND,
-        SECONDARY_STATUSES,
-        EventType.CLAIM_ADJUDICATED,
-        EventType.CLAIM_REVERSED,
-        SCHEMA_VERSION,
-        _ID_STRIDE,
-    )
+    _fast_x12_835.configure(*FAST_CONFIGURATION)
 
 
 @dataclass(frozen=True, slots=True)
