@@ -1312,14 +1312,16 @@ class SQLiteStore(Store):
                 raise StoreError("units of work do not nest")
             _begin(conn, self.path)
             tx = _Tx(conn)
+            uow = SQLiteUnitOfWork(tx, self._raw_part_size)
             try:
-                yield SQLiteUnitOfWork(tx, self._raw_part_size)
+                yield uow
             except BaseException:
                 tx.active = False
                 _rollback(conn)
                 raise
             tx.active = False
             _commit(conn)
+        uow.committed()
 
     def migrate(self) -> int:
         with self._lock:
