@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml erp/tryton/pyproject.toml src/revbridge/formats/x12/_fast835.c \
-		src/revbridge/normalise/_fast_x12_835.c src/revbridge/_native/slot_shapes.h
+		src/revbridge/normalise/_fast_x12_835.c src/revbridge/store/_plain_json.c \
+		src/revbridge/_native/slot_shapes.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,erp]' -e erp/tryton

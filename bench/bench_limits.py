@@ -9,9 +9,9 @@ Raw limits:
   commit loop from psycopg and from ``pgbench`` (a C client: the peer), and batched inserts.
 
 Store operations, through revbridge's ``Store`` on both backends: a worker's job cycle with
-an empty handler (claim + complete: two commits) beside half the commit limit, and event
-append (real events from normalising a generated 835, one transaction per ST of 100
-claims) beside the batched insert limit.
+an empty handler (one commit: the completion claims the next job) beside the commit limit,
+and event append (real events from normalising a generated 835, one transaction per ST of
+100 claims) beside the batched insert limit.
 
 Every loop above takes turns with the others (``interleaved``), so a figure and its limit
 see the same moments of a shared machine. Once per run, cached: the ``limits`` and
@@ -283,7 +283,8 @@ def _complete(ctx: JobContext) -> None:
 
 
 def job_cycle(store: Store, jobs: int) -> Callable[[], None]:
-    """One job by one worker, an empty handler (claim + complete), of ``jobs`` queued now."""
+    """One job by one worker, an empty handler (complete, claiming the next job in the same
+    commit), of ``jobs`` queued now."""
     from revbridge.orchestrate.clock import SystemClock
     from revbridge.orchestrate.worker import Worker
 
@@ -453,8 +454,8 @@ def store_rows(quick: bool) -> list[Row]:
         rows += [
             Row(title, f"{name}: worker job cycle, empty handler, backlog of "
                 f"{m.backlog:,} jobs{after}", jobs, "jobs/s",
-                f"{name} commits/s ÷ 2", m.rates[f"{prefix} commit"] / 2, kind="limit",
-                note=_join("claim + complete = 2 commits",
+                f"{name} commits/s", m.rates[f"{prefix} commit"], kind="limit",
+                note=_join("complete + claim the next = 1 commit",
                            _versus(name, jobs, m.rates["sqlite jobs"]))),
             Row(title, f"{name}: event append, one transaction per ST of {CLAIMS_PER_ST} "
                 f"claims (≈ {m.events_per_st:,.0f} events)", events, "events/s",

@@ -1,8 +1,10 @@
-"""The fast JSON path of the codec writes and reads exactly what the standard library does."""
+"""The fast JSON path of the codec writes and reads exactly what the standard library does,
+with its plain check in C (``_plain_json``) and in pure Python alike."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +12,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from revbridge.store import codec
+from revbridge.domain.events import SourceRef
+from revbridge.store import _plain_json, codec
+
+
+@pytest.fixture(autouse=True, scope="module", params=["c", "python"])
+def plain_check(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module runs with the C check and with the pure Python one."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "c":
+            patch.setattr(codec, "_is_plain", _plain_json.is_plain)
+            patch.setattr(codec, "_are_plain", _plain_json.is_plain)
+        else:
+            patch.setattr(codec, "_is_plain", codec._plain_value)
+            patch.setattr(codec, "_are_plain", codec._plain_documents)
+        yield request.param
+
 
 scalars = st.one_of(
     st.none(),
@@ -109,3 +126,71 @@ def test_keys_not_str_in_a_batch_are_refused(batch: list[Any]) -> None:
 def test_a_batch_of_other_types_goes_the_standard_way() -> None:
     batch = [{"t": ("a", Decimal("1.50"))}, {"m": [{"d": Decimal("2")}, "x", [1]]}]
     assert codec.documents_json(batch) == ['{"t":["a","1.50"]}', '{"m":[{"d":"2"},"x",[1]]}']
+
+
+anything = st.recursive(
+    st.one_of(scalars, st.floats(), st.binary(max_size=3), st.just(float("nan"))),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.tuples(children),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), children, max_size=4),
+    ),
+    max_leaves=25,
+)
+
+
+@given(anything)
+def test_the_c_check_answers_as_the_python_reference(value: Any) -> None:
+    assert _plain_json.is_plain(value) == codec._plain_value(value)
+    assert _plain_json.is_plain([value]) == codec._plain_value([value])
+
+
+class Name(str):
+    pass
+
+
+class Number(Decimal):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {Name("k"): "v"},
+        {"k": Name("v")},
+        [Number("1")],
+        {"k": [1, (2,)]},
+        {"k": {"j": {"i": [float("inf")]}}},
+        {"k": {1, 2}},
+    ],
+)
+def test_the_c_check_takes_only_the_exact_plain_types(value: Any) -> None:
+    assert not _plain_json.is_plain(value)
+    assert not codec._plain_value(value)
+
+
+def test_nesting_past_the_c_walks_depth_takes_the_standard_path() -> None:
+    deep: Any = {"leaf": Decimal("1.50")}
+    for _ in range(100):
+        deep = [{"k": deep}]
+    assert not _plain_json.is_plain(deep)
+    assert codec.to_json(deep) == standard(deep)
+    assert codec.documents_json([{"d": deep}, {"e": 1}]) == [
+        standard({"d": deep}),
+        '{"e":1}',
+    ]
+
+
+sources = st.builds(
+    SourceRef,
+    st.text(),
+    st.one_of(st.integers(), st.text(max_size=3)),  # as declared, or not
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.one_of(st.none(), st.integers()),
+    st.one_of(st.none(), st.text(), st.decimals(allow_nan=False)),
+)
+
+
+@given(st.lists(sources, max_size=6))
+def test_a_batch_of_sources_is_written_as_each_alone(batch: list[SourceRef]) -> None:
+    assert codec.sources_json(batch) == [codec.source_to_json(source) for source in batch]

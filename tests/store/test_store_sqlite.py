@@ -62,6 +62,27 @@ def test_durability_pragmas(sqlite_store: SQLiteStore) -> None:
     sqlite_store.check_durability()
 
 
+def test_a_new_file_gets_8_kib_pages_and_an_older_file_keeps_its_own(
+    db: Path, tmp_path: Path, make_event: MakeEvent
+) -> None:
+    with SQLiteStore.open(db) as store:
+        assert _pragma(store, "page_size") == 8192
+    older = tmp_path / "older.db"
+    conn = sqlite3.connect(older)  # made as before: SQLite's default 4 KiB pages, WAL
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    conn.close()
+    with SQLiteStore.open(older) as store:
+        assert _pragma(store, "page_size") == 4096
+        with store.unit_of_work() as uow:
+            uow.events.append([make_event(keys={"claim": "CLM-OLD"}, data={"big": "x" * 9000})])
+    with SQLiteStore.open(older) as store, store.unit_of_work() as uow:
+        assert _pragma(store, "page_size") == 4096
+        [stored] = uow.events.by_key("CLM-OLD")
+        assert stored.event.data == {"big": "x" * 9000}
+    assert _integrity(older) == [("ok",)]
+
+
 def test_synchronous_normal_is_refused(db: Path) -> None:
     refused = pytest.raises(ConfigurationError, match="synchronous is NORMAL")
     with SQLiteStore(db, synchronous="NORMAL") as store, refused as caught:

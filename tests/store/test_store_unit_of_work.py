@@ -67,6 +67,27 @@ def test_store_usable_after_a_failed_unit_of_work(store: Store) -> None:
         assert uow.jobs.count() == 1
 
 
+def test_after_commit_actions_run_once_committed_and_never_after_a_rollback(
+    store: Store,
+) -> None:
+    seen: list[int] = []
+
+    def count_jobs() -> None:  # a new unit of work: the committing one has ended
+        with store.unit_of_work() as uow:
+            seen.append(uow.jobs.count())
+
+    with store.unit_of_work() as uow:
+        uow.jobs.enqueue("a", "k", {})
+        uow.after_commit(count_jobs)
+        assert seen == []
+    assert seen == [1]
+    with pytest.raises(Boom), store.unit_of_work() as uow:
+        uow.jobs.enqueue("a", "k", {})
+        uow.after_commit(count_jobs)
+        raise Boom
+    assert seen == [1]
+
+
 def test_repositories_refuse_use_after_the_unit_of_work(store: Store) -> None:
     with store.unit_of_work() as uow:
         pass

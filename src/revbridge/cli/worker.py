@@ -81,6 +81,15 @@ class WorkLoop:
     wakes: int = field(default=0, init=False)  # wake-ups that ended an idle wait
 
     def run(self) -> RunStats:
+        """Until stopped (or idle, ``until_idle``); a job claimed ahead and not run is put
+        back (``Worker.release``), so a stopped worker holds no lease."""
+        try:
+            self._loop()
+        finally:
+            self.worker.release()
+        return self.worker.stats
+
+    def _loop(self) -> None:
         idle_looks = 0
         while not self.stop.is_set():
             if self.tick is not None:
@@ -94,10 +103,9 @@ class WorkLoop:
                 # in flight (its lease not yet visible) can look like an empty queue.
                 idle_looks += 1
                 if idle_looks >= IDLE_LOOKS:
-                    break
+                    return
                 wait = IDLE_SETTLE_SECONDS
             self._wait(wait)
-        return self.worker.stats
 
     def idle_wait(self) -> float | None:
         """How long to wait for a wake-up now that nothing can be claimed; ``None``: stop

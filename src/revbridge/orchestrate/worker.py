@@ -105,10 +105,16 @@ class JobContext:
     clock: Clock
     owner: str  # the lease owner running the job
     lease_seconds: float
+    claim_next: Callable[[UnitOfWork], None] | None = None  # the worker's, see ``complete``
 
     def complete(self, uow: UnitOfWork) -> None:
-        """Mark the job done in the caller's transaction (raises ``LeaseLost`` if stale)."""
+        """Mark the job done in the caller's transaction (raises ``LeaseLost`` if stale).
+
+        The worker claims its next job in the same transaction (``claim_next``): one
+        durable commit ends this job and leases the next, instead of one each."""
         uow.jobs.complete(self.job.id, self.job.fence)
+        if self.claim_next is not None:
+            self.claim_next(uow)
 
     def hold(self, uow: UnitOfWork) -> None:
         """Renew the lease in the caller's transaction (raises ``LeaseLost`` if stale): a
@@ -147,18 +153,43 @@ class Worker:
         self.stats = RunStats()
         self._wakes: list[datetime] = []  # when jobs this worker put back become due
         self._next_reap: datetime | None = None  # None: at the first claim
+        self._claimed: Job | None = None  # leased by the commit that completed the last job
 
     def run_once(self) -> bool:
-        """Run one due job; False when none is due."""
-        with self.store.unit_of_work() as uow:
-            now = self.clock.now()
-            self._reap(uow, now)
-            job = uow.jobs.claim(self.owner, now, self.lease_seconds, list(self.handlers))
+        """Run one due job; False when none is due.
+
+        The job is the one claimed when the previous job completed, if any (see
+        ``JobContext.complete``); otherwise one claimed now, in a transaction of its own."""
+        job, self._claimed = self._claimed, None
+        if job is None:
+            with self.store.unit_of_work() as uow:
+                job = self._claim(uow)
         if job is None:
             return False
         with collecting_less():
             self._run(job)
         return True
+
+    def release(self) -> None:
+        """Put back, without counting an attempt, the job claimed ahead and not yet run (a
+        worker told to stop): it is ready for any worker at once, not when its lease ends."""
+        job, self._claimed = self._claimed, None
+        if job is None:
+            return
+        with self.store.unit_of_work() as uow:
+            uow.jobs.defer(job.id, job.fence, "released: its worker stopped", self.clock.now())
+
+    def _claim(self, uow: UnitOfWork) -> Job | None:
+        now = self.clock.now()
+        self._reap(uow, now)
+        return uow.jobs.claim(self.owner, now, self.lease_seconds, list(self.handlers))
+
+    def _claim_next(self, uow: UnitOfWork) -> None:
+        """Claim the next job in the transaction completing the current one; it is this
+        worker's to run once (and only if) that transaction commits."""
+        job = self._claim(uow)
+        if job is not None:
+            uow.after_commit(lambda: setattr(self, "_claimed", job))
 
     def _reap(self, uow: UnitOfWork, now: datetime) -> None:
         """End the leases of owners known dead (``owners.is_dead``), every so often: their
@@ -174,15 +205,18 @@ class Worker:
         self, max_wait_seconds: float = 30.0, progress: Callable[[RunStats], None] | None = None
     ) -> RunStats:
         """Run until no job is due, waiting for retries that fall due within ``max_wait``."""
-        while True:
-            if self.run_once():
-                if progress is not None:
-                    progress(self.stats)
-                continue
-            wait = self._seconds_to_next_due()
-            if wait is None or wait <= 0 or wait > max_wait_seconds:
-                return self.stats  # <= 0: what is due is not ours to run (other kinds, leased)
-            self.clock.sleep(wait)
+        try:
+            while True:
+                if self.run_once():
+                    if progress is not None:
+                        progress(self.stats)
+                    continue
+                wait = self._seconds_to_next_due()
+                if wait is None or wait <= 0 or wait > max_wait_seconds:
+                    return self.stats  # <= 0: what is due is not ours to run (other kinds, leased)
+                self.clock.sleep(wait)
+        finally:
+            self.release()
 
     def _seconds_to_next_due(self) -> float | None:
         """Until the next job may be runnable. A job already due can still be held back
@@ -212,7 +246,9 @@ class Worker:
     def _settle(self, job: Job) -> None:
         try:
             self.handlers[job.kind](
-                JobContext(job, self.store, self.clock, self.owner, self.lease_seconds)
+                JobContext(
+                    job, self.store, self.clock, self.owner, self.lease_seconds, self._claim_next
+                )
             )
         except LeaseLost:
             raise

@@ -8,7 +8,7 @@ changes, the completion of its own job) is committed together or not at all.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -667,6 +667,20 @@ class UnitOfWork(abc.ABC):
     approvals: ApprovalRepository
     audit: AuditLog
     retention: RetentionRepository
+    _after_commit: list[Callable[[], None]] | None = None
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this transaction has committed, never if it rolls back: for
+        what may only start once a write is durable (a worker running the job it claimed
+        in the transaction that completed the one before)."""
+        if self._after_commit is None:
+            self._after_commit = []
+        self._after_commit.append(action)
+
+    def committed(self) -> None:
+        """Called by the store right after the commit: runs the ``after_commit`` actions."""
+        for action in self._after_commit or ():
+            action()
 
 
 class Store(abc.ABC):

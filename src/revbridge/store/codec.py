@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, compress, count, repeat
-from operator import eq, is_, itemgetter, methodcaller
+from operator import attrgetter, eq, is_, itemgetter, methodcaller
 from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
@@ -63,7 +63,8 @@ def _make_encoder() -> Callable[[Any], str]:
 
 
 _encode = _make_encoder()
-_fast_encode = msgspec.json.Encoder(decimal_format="string").encode
+_FAST_ENCODER = msgspec.json.Encoder(decimal_format="string")
+_fast_encode = _FAST_ENCODER.encode
 _fast_decode = msgspec.json.Decoder().decode
 
 
@@ -72,20 +73,26 @@ def to_json(value: Any) -> str:
 
     Documents of plain types only (``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
     ``bool``, ``None``, ``Decimal``), which is what the store writes in bulk, go straight to
-    msgspec's encoder after a check that copies nothing; anything else (other mappings,
-    tuples, enums, floats to refuse) goes through ``plain`` and the standard library. Both
-    paths write the same text for the same value.
+    msgspec's encoder after a check that copies nothing (``_is_plain``); anything else
+    (other mappings, tuples, enums, floats to refuse) goes through ``plain`` and the
+    standard library. Both paths write the same text for the same value.
     """
-    if (  # the usual document, a flat object of scalars, tested here without a call
-        type(value) is dict
-        and _STR.issuperset(map(type, value))
-        and _FAST_SCALARS.issuperset(map(type, value.values()))
-    ) or _fast_ok(value):
+    if _is_plain(value):
         try:
             return _fast_encode(value).decode()
         except (TypeError, ValueError):  # e.g. a lone surrogate: the standard path decides
             pass
     return _encode(plain(value))
+
+
+def _plain_value(value: Any) -> bool:
+    """Whether ``value`` holds only the plain types above: the pure Python reference of
+    ``_plain_json.is_plain`` (which also answers False past 64 levels of nesting)."""
+    return (  # the usual document, a flat object of scalars, tested here without a call
+        type(value) is dict
+        and _STR.issuperset(map(type, value))
+        and _FAST_SCALARS.issuperset(map(type, value.values()))
+    ) or _fast_ok(value)
 
 
 def _fast_ok(value: Any) -> bool:
@@ -209,6 +216,23 @@ def source_to_json(source: SourceRef) -> str:
     return to_json(source.as_dict())
 
 
+_SOURCE_REF = frozenset({SourceRef})
+_source_fields = attrgetter("channel", "raw_id", "unit_id", "segment", "path")
+
+
+def sources_json(sources: list[SourceRef]) -> list[str]:
+    """``source_to_json`` of each source, the same text: sources typed as declared (what
+    the normalisers make) are checked in two passes and encoded in one msgspec call."""
+    if _SOURCE_REF.issuperset(map(type, sources)) and _SOURCE_TYPES.issuperset(
+        map(type, chain.from_iterable(map(_source_fields, sources)))
+    ):
+        try:
+            return _FAST_ENCODER.encode_lines(sources).decode().split("\n")[:-1]
+        except (TypeError, ValueError):  # e.g. a lone surrogate: each as it would be alone
+            pass
+    return list(map(source_to_json, sources))
+
+
 def source_from_json(text: str) -> SourceRef:
     try:
         return _decode_source(text)  # straight into a SourceRef when the types are as declared
@@ -231,6 +255,7 @@ def event_rows(
     so encoding problems raise before anything is sent."""
     keys = documents_json([event.keys for event in events])
     data = documents_json([event.data for event in events])
+    sources = sources_json([event.source for event in events])
     return [
         (
             event.id,
@@ -243,30 +268,35 @@ def event_rows(
             keys_text,
             event.correlation_id,
             event.causation_id,
-            source_to_json(event.source),
+            source_text,
             data_text,
         )
-        for event, keys_text, data_text in zip(events, keys, data, strict=True)
+        for event, keys_text, source_text, data_text in zip(
+            events, keys, sources, data, strict=True
+        )
     ]
 
 
 def documents_json(documents: Sequence[Mapping[str, Any]]) -> list[str]:
     """``to_json`` of each document (the data or keys of an append's events), the same text.
 
-    The usual batch, objects whose values are scalars or arrays of scalars or of flat
-    objects (what the normalisers write), is checked in a few passes over the whole batch
-    with no Python call per document or value, then goes straight to msgspec's encoder (as
-    ``to_json`` would send each document); any other batch goes through ``to_json``.
+    A batch of plain documents (``_are_plain``: one C walk of the whole batch, or without
+    the C extension a few passes over the usual shapes) is encoded by msgspec in one call,
+    a line per document (a line of compact JSON holds no newline: it is escaped), as
+    ``to_json`` would send each document; any other batch goes through ``to_json``.
     """
-    if _plain_documents(documents):
+    if _are_plain(documents):
         try:
-            return [_fast_encode(document).decode() for document in documents]
+            return _FAST_ENCODER.encode_lines(documents).decode().split("\n")[:-1]
         except (TypeError, ValueError):  # e.g. a lone surrogate: the standard path decides
             pass
     return [to_json(document) for document in documents]
 
 
 def _plain_documents(documents: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the batch is plain: the pure Python check, which takes the usual batch
+    (objects whose values are scalars or arrays of scalars or of flat objects, what the
+    normalisers write) in a few passes with no Python call per document or value."""
     if not _DICT.issuperset(map(type, documents)):
         return False
     if not _STR.issuperset(map(type, chain.from_iterable(documents))):
@@ -298,6 +328,14 @@ def _plain_items(items: list[Any]) -> bool:
 _DICT = frozenset({dict})
 _FAST_OR_LIST = _FAST_SCALARS | {list}
 _FAST_OR_DICT = _FAST_SCALARS | {dict}
+
+try:
+    from revbridge.store._plain_json import is_plain
+except ImportError:  # installed without the C extension: the checks above, in Python
+    _is_plain: Callable[[Any], bool] = _plain_value
+    _are_plain: Callable[[Sequence[Mapping[str, Any]]], bool] = _plain_documents
+else:  # one C walk, for a value and for a batch (a list of documents) alike
+    _is_plain = _are_plain = is_plain
 
 
 def string_map(text: str) -> dict[str, str]:

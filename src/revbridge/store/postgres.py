@@ -1622,12 +1622,14 @@ class PostgresStore(Store):
     def unit_of_work(self) -> Iterator[UnitOfWork]:
         with self._connection() as conn:
             tx = _Tx(conn)
+            uow = PostgresUnitOfWork(tx, self._raw_part_size)
             try:
                 with conn.transaction():
-                    yield PostgresUnitOfWork(tx, self._raw_part_size)
+                    yield uow
                     tx.active = False
             finally:
                 tx.active = False
+        uow.committed()
 
     def migrate(self) -> int:
         with self._connection() as conn:
