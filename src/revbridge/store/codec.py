@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, compress, count, repeat
 from operator import eq, is_, itemgetter, methodcaller
-from typing import Annotated, Any, NamedTuple, cast
+from typing import Annotated, Any, NamedTuple, TypeVar, cast
 
 import msgspec
 
@@ -221,6 +221,72 @@ def source_from_json(text: str) -> SourceRef:
             value.get("segment"),
             value.get("path"),
         )
+
+
+class StoredData(Mapping[str, Any]):
+    """An event's data as read from the store: its JSON object text, decoded when the
+    mapping is first read (then as ``json_object`` decodes it), so events read only for
+    their envelope (type, keys, source) cost no decoding. ``data_as`` decodes just the
+    fields a caller declares, without building the rest (the ledger reads a few fields
+    of every claim event). Read-only, as every event's data."""
+
+    __slots__ = ("_text", "_value")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._value: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = json_object(self._text)
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StoredData):
+            return self._data() == other._data()
+        return self._data() == other if isinstance(other, Mapping) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, like dict
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
+
+_Shape = TypeVar("_Shape")
+_shape_decoders: dict[type[Any], Callable[[str], Any]] = {}
+
+
+def data_as(data: Mapping[str, Any], shape: type[_Shape]) -> _Shape:
+    """``data`` (an event's) as ``shape``, a ``msgspec.Struct`` type: stored data not yet
+    decoded goes straight from its text into ``shape``, skipping what ``shape`` does not
+    declare; any other mapping is converted. Raises ``ValueError`` if the data does not
+    fit the shape."""
+    try:
+        if type(data) is StoredData and data._value is None:
+            decode = _shape_decoders.get(shape)
+            if decode is None:
+                decode = _shape_decoders[shape] = msgspec.json.Decoder(shape).decode
+            try:
+                return cast("_Shape", decode(data._text))
+            except msgspec.ValidationError:
+                raise
+            except msgspec.DecodeError:  # what msgspec refuses, e.g. an escaped lone surrogate
+                pass  # converted from the mapping, decoded as ``from_json`` does
+        return msgspec.convert(data if type(data) is dict else dict(data), shape)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"event data is not a {shape.__name__}: {exc}") from exc
 
 
 def event_rows(
@@ -576,7 +642,7 @@ class Reading:
                 correlation_id,
                 causation_id,
                 source_from_json(source),
-                json_object(data),
+                StoredData(data),
             )
             built.append(new_stored_event(position, event))
         return built
