@@ -27,7 +27,7 @@ from typing import Annotated, Any, NamedTuple, TypeVar, cast
 import msgspec
 
 from revbridge.domain.events import Event, SourceRef, new_event, new_source
-from revbridge.domain.journal import JournalLine, new_line
+from revbridge.domain.journal import JournalLine, JournalLines
 from revbridge.store.base import StoredEvent, new_stored_event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -417,9 +417,13 @@ def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     that are not strings (``to_json`` writes them as it would anywhere). ``refs``: the
     distinct values of the sources, but for ``POSITIONAL_REFS``, in order.
     """
-    accounts, debits, credits, descriptions, dimensions, sources = (
-        list(map(column, lines)) for column in _LINE_COLUMNS
-    )
+    if type(lines) is JournalLines:  # as read: already by column
+        accounts, debits, credits = lines.accounts, lines.debits, lines.credits
+        descriptions, dimensions, sources = lines.descriptions, lines.dimensions, lines.sources
+    else:
+        accounts, debits, credits, descriptions, dimensions, sources = (
+            list(map(column, lines)) for column in _LINE_COLUMNS
+        )
     dimension_no, dimension_maps = _numbered(dimensions)
     source_ids = list(map(id, sources))
     distinct = dict(zip(source_ids, sources, strict=True))  # by identity, in order of use
@@ -647,10 +651,10 @@ class Reading:
             built.append(new_stored_event(position, event))
         return built
 
-    def lines(self, text: str) -> tuple[JournalLine, ...]:
-        """The lines of an ``encode_lines`` document, sharing repeated amounts (and, as
-        written, dimension sets and sources). Built by C-level maps over the decoded
-        columns: this runs for every line of every journal read."""
+    def lines(self, text: str) -> JournalLines:
+        """The lines of an ``encode_lines`` document, by column, sharing repeated amounts
+        (and, as written, dimension sets and sources). Built by C-level maps over the
+        decoded columns: this runs for every line of every journal read."""
         document = _lines_document(text)
         if document.line_columns is not None and document.lines:
             raise ValueError("stored journal lines are written both as rows and by column")
@@ -661,23 +665,23 @@ class Reading:
         except IndexError as exc:
             raise ValueError(f"stored journal lines name a missing value: {exc}") from exc
 
-    def _rows(self, document: _LinesDocument) -> tuple[JournalLine, ...]:
+    def _rows(self, document: _LinesDocument) -> JournalLines:
         """Lines written as rows (``lines``), as before ``line_columns``."""
         rows = document.lines
         amounts = self._amounts_of(map(_DEBIT_TEXT, rows), map(_CREDIT_TEXT, rows))
-        dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
+        dimensions: list[Mapping[str, str]] = list(
+            map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows))
+        )
         distinct = document.sources + _block_sources(document.source_columns)
-        sources = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
-        columns = zip(
-            map(_ACCOUNT_TEXT, rows),
-            map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
-            map(amounts.__getitem__, map(_CREDIT_TEXT, rows)),
-            map(_DESCRIPTION_TEXT, rows),
+        sources: list[Mapping[str, str]] = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
+        return JournalLines(
+            list(map(_ACCOUNT_TEXT, rows)),
+            list(map(amounts.__getitem__, map(_DEBIT_TEXT, rows))),
+            list(map(amounts.__getitem__, map(_CREDIT_TEXT, rows))),
+            list(map(_DESCRIPTION_TEXT, rows)),
             dimensions,
             sources,
-            strict=True,
         )
-        return tuple(map(new_line, columns))
 
     def _amounts_of(self, *columns: Iterable[str]) -> dict[str, Decimal]:
         """The reading's amounts by text, with those of ``columns`` (each text once)."""
@@ -686,21 +690,23 @@ class Reading:
         amounts.update(zip(missing, map(Decimal, missing), strict=True))
         return amounts
 
-    def _columns(self, document: _LinesDocument, lines: _LineColumns) -> tuple[JournalLine, ...]:
+    def _columns(self, document: _LinesDocument, lines: _LineColumns) -> JournalLines:
         """Lines written by column (``line_columns``): a C-level pass per column."""
         count = len(lines.debits)
         amounts = self._amounts_of(lines.debits, lines.credits)
         distinct = document.sources + _block_sources(document.source_columns)
-        columns = zip(
-            _column_values(*lines.accounts, count),
-            map(amounts.__getitem__, lines.debits),
-            map(amounts.__getitem__, lines.credits),
-            _column_values(*lines.descriptions, count),
-            map(document.dimensions.__getitem__, lines.dimensions),
-            map(distinct.__getitem__, lines.sources),
-            strict=True,
+        dimensions: list[Mapping[str, str]] = list(
+            map(document.dimensions.__getitem__, lines.dimensions)
         )
-        return tuple(map(new_line, columns))
+        sources: list[Mapping[str, str]] = list(map(distinct.__getitem__, lines.sources))
+        return JournalLines(
+            _column_values(*lines.accounts, count),
+            list(map(amounts.__getitem__, lines.debits)),
+            list(map(amounts.__getitem__, lines.credits)),
+            _column_values(*lines.descriptions, count),
+            dimensions,
+            sources,
+        )
 
 
 _Index = Annotated[int, msgspec.Meta(ge=0)]
