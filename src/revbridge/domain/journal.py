@@ -197,6 +197,55 @@ def _check_line(key: str, number: int, line: JournalLine) -> None:
         raise UnbalancedJournal(f"journal {key} line {number}: no account")
 
 
+class LineColumns:
+    """Lines being built by column, a posting pair at a time (``pair`` does what
+    ``posting_pair`` does, without making the lines): a ledger builds thousands."""
+
+    __slots__ = ("accounts", "credits", "debits", "descriptions", "dimensions", "sources")
+
+    def __init__(self) -> None:
+        self.accounts: list[str] = []
+        self.debits: list[Decimal] = []
+        self.credits: list[Decimal] = []
+        self.descriptions: list[str] = []
+        self.dimensions: list[Mapping[str, str]] = []
+        self.sources: list[Mapping[str, str]] = []
+
+    def pair(
+        self,
+        debit_account: str,
+        credit_account: str,
+        amount: Decimal,
+        description: str,
+        dimensions: Mapping[str, str],
+        source: Mapping[str, str],
+    ) -> None:
+        """Two lines moving ``amount`` from credit to debit; a negative amount swaps sides."""
+        value = amount.quantize(CENT, ROUND_HALF_EVEN)  # ``cents``, without a call
+        if value < 0:
+            debit_account, credit_account, value = credit_account, debit_account, -value
+        self.accounts += (debit_account, credit_account)
+        self.debits += (value, ZERO)
+        self.credits += (ZERO, value)
+        self.descriptions += (description, description)
+        self.dimensions += (dimensions, dimensions)
+        self.sources += (source, source)
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+    def lines(self) -> JournalLines:
+        """The lines built so far (the columns are the builder's: build no more after)."""
+        return JournalLines(
+            self.accounts,
+            self.debits,
+            self.credits,
+            self.descriptions,
+            self.dimensions,
+            self.sources,
+        )
+
+
 def posting_pair(
     debit_account: str,
     credit_account: str,

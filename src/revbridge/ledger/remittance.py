@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from revbridge.domain.events import Event, EventType
-from revbridge.domain.journal import Journal, JournalLine, posting_pair
+from revbridge.domain.journal import Journal, LineColumns
 from revbridge.domain.master import OTHER_CLASS, Facility, FinancialClass, MasterData
 from revbridge.domain.money import money_str
 from revbridge.ledger.posting_rules import Action, AdjustmentRule, PostingRules
@@ -41,7 +41,7 @@ class _Context:
     fc: FinancialClass
     self_pay: FinancialClass
     rules: PostingRules
-    lines: dict[str, list[JournalLine]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    lines: dict[str, LineColumns] = field(default_factory=lambda: {k: LineColumns() for k in KINDS})
     exceptions: list[NewException] = field(default_factory=list)
     claim_status: dict[str, str] = field(default_factory=dict)
     denial: dict[str, Any] | None = None  # subject of the current claim's claim-level denial
@@ -233,15 +233,13 @@ def _claim(ctx: _Context, event: Event, claim: _Claim, kind: str) -> None:
             "claim_denied", detail, event, None, **ctx.denied(None, Decimal(0))
         )
     if paid:
-        ctx.lines[kind].extend(
-            posting_pair(
-                ctx.rules.cash_clearing,
-                ctx.fc.ar_account,
-                paid,
-                description=f"payment {event.keys['patient_control_number']}",
-                dimensions=ctx.dimensions(),
-                source=ctx.source(event, None),
-            )
+        ctx.lines[kind].pair(
+            ctx.rules.cash_clearing,
+            ctx.fc.ar_account,
+            paid,
+            f"payment {event.keys['patient_control_number']}",
+            ctx.dimensions(),
+            ctx.source(event, None),
         )
 
 
@@ -260,7 +258,8 @@ def _nested_adjustments(ctx: _Context, event: Event, claim: _Claim, kind: str) -
     as ``_adjustment`` would make them, those of one CAS segment sharing their source (read
     only, as every line's mappings); any other code goes through ``_adjustment``."""
     status = claim.status
-    lines, ar_account, bookings, keys = ctx.lines[kind], ctx.fc.ar_account, ctx.bookings, event.keys
+    pair, ar_account, bookings = ctx.lines[kind].pair, ctx.fc.ar_account, ctx.bookings
+    pcn = event.keys["patient_control_number"]
     head, tail = ctx.parts(event)
     segment: Any = None  # the last CAS segment booked
     source: dict[str, str] | None = None  # its lines' source
@@ -279,14 +278,7 @@ def _nested_adjustments(ctx: _Context, event: Event, claim: _Claim, kind: str) -
         if source is None or data.segment != segment:  # a CAS segment's share one
             segment = data.segment
             source = {**head, "segment": str(segment), **tail}
-        lines += posting_pair(
-            account,
-            ar_account,
-            amount,
-            description=f"{reason} {keys['patient_control_number']}",
-            dimensions=dimensions,
-            source=source,
-        )
+        pair(account, ar_account, amount, f"{reason} {pcn}", dimensions, source)
 
 
 def _booking(ctx: _Context, code: tuple[str, str]) -> _Booking | None:
@@ -313,15 +305,13 @@ def _adjustment(ctx: _Context, event: Event, adjusted: _Adjusted) -> None:
     debit = _adjustment_account(ctx, rule, event, adjusted, reason)
     if debit is None:
         return
-    ctx.lines[adjusted.kind].extend(
-        posting_pair(
-            debit,
-            ctx.fc.ar_account,
-            amount,
-            description=f"{reason} {event.keys['patient_control_number']}",
-            dimensions=ctx.dimensions(reason),
-            source=ctx.source(event, adjusted.segment),
-        )
+    ctx.lines[adjusted.kind].pair(
+        debit,
+        ctx.fc.ar_account,
+        amount,
+        f"{reason} {event.keys['patient_control_number']}",
+        ctx.dimensions(reason),
+        ctx.source(event, adjusted.segment),
     )
 
 
@@ -377,15 +367,13 @@ def _provider(ctx: _Context, event: Event) -> None:
         ctx.exception("unmapped_code", detail, event, None, code=f"PLB-{data['reason']}")
     else:
         account = rule.account_for(1 if amount > 0 else -1)
-    ctx.lines["remittance"].extend(
-        posting_pair(
-            account,
-            ctx.rules.cash_clearing,
-            amount,
-            description=f"PLB {data['reason']} {data['reference'] or ''}".strip(),
-            dimensions=ctx.dimensions(f"PLB-{data['reason']}"),
-            source=ctx.source(event, None),
-        )
+    ctx.lines["remittance"].pair(
+        account,
+        ctx.rules.cash_clearing,
+        amount,
+        f"PLB {data['reason']} {data['reference'] or ''}".strip(),
+        ctx.dimensions(f"PLB-{data['reason']}"),
+        ctx.source(event, None),
     )
 
 
@@ -398,12 +386,12 @@ def _journals(ctx: _Context, header: Event, rules: PostingRules) -> list[Journal
             entity=ctx.facility.entity,
             date=day,
             description=f"835 {kind} {data['payer_name']} TRN {data['trace_number']}",
-            lines=tuple(lines),
+            lines=lines.lines(),
             rule_version=rules.version,
             kind=kind,
         )
         for kind, lines in ctx.lines.items()
-        if lines
+        if len(lines)
     ]
 
 
