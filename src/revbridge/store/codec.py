@@ -274,19 +274,25 @@ def data_as(data: Mapping[str, Any], shape: type[_Shape]) -> _Shape:
     declare; any other mapping is converted. Raises ``ValueError`` if the data does not
     fit the shape."""
     try:
-        if type(data) is StoredData and data._value is None:
-            decode = _shape_decoders.get(shape)
-            if decode is None:
-                decode = _shape_decoders[shape] = msgspec.json.Decoder(shape).decode
-            try:
-                return cast("_Shape", decode(data._text))
-            except msgspec.ValidationError:
-                raise
-            except msgspec.DecodeError:  # what msgspec refuses, e.g. an escaped lone surrogate
-                pass  # converted from the mapping, decoded as ``from_json`` does
+        if type(data) is StoredData:
+            if data._value is None:
+                try:
+                    return cast("_Shape", _shape_decoder(shape)(data._text))
+                except msgspec.ValidationError:
+                    raise
+                except msgspec.DecodeError:  # refused by msgspec, e.g. a lone surrogate:
+                    pass  # converted from the mapping, decoded as ``from_json`` does
+            data = data._data()
         return msgspec.convert(data if type(data) is dict else dict(data), shape)
     except msgspec.ValidationError as exc:
         raise ValueError(f"event data is not a {shape.__name__}: {exc}") from exc
+
+
+def _shape_decoder(shape: type[Any]) -> Callable[[str], Any]:
+    decode = _shape_decoders.get(shape)
+    if decode is None:
+        decode = _shape_decoders[shape] = msgspec.json.Decoder(shape).decode
+    return decode
 
 
 def event_rows(
