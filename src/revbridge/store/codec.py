@@ -423,7 +423,7 @@ def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     that are not strings (``to_json`` writes them as it would anywhere). ``refs``: the
     distinct values of the sources, but for ``POSITIONAL_REFS``, in order.
     """
-    if type(lines) is JournalLines:  # as read: already by column
+    if type(lines) is JournalLines:  # as the ledger builds them and the store reads them
         accounts, debits, credits = lines.accounts, lines.debits, lines.credits
         descriptions, dimensions, sources = lines.descriptions, lines.dimensions, lines.sources
     else:
