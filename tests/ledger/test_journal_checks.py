@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from revbridge.domain.journal import (
     UnbalancedJournal,
     check_balanced,
 )
+from revbridge.domain.money import ZERO
 
 OK = JournalLine("1", Decimal("5.00"), Decimal("0.00"))
 
@@ -57,6 +59,20 @@ def test_lines_by_column_are_the_lines() -> None:
         check_balanced("J", unbalanced)
     with pytest.raises(UnbalancedJournal, match="columns of different lengths"):
         JournalLines(["1"], [], [], [], [], [])
+
+
+def test_sources_given_as_a_function_are_made_when_first_read() -> None:
+    made: list[int] = []
+
+    def sources() -> list[Mapping[str, str]]:
+        made.append(1)
+        return [{"s": "1"}, {"s": "1"}]
+
+    columns = (["1", "2"], [Decimal("5.00"), ZERO], [ZERO, Decimal("5.00")], ["a", "a"])
+    held = JournalLines(*columns, [{}, {}], sources)
+    check_balanced("J", held)
+    assert len(held) == 2 and made == []
+    assert held[0].source == {"s": "1"} and held.sources[1] == {"s": "1"} and made == [1]
 
 
 def test_a_sub_cent_amount_with_trailing_zeros_is_fine() -> None:

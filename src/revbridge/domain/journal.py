@@ -53,12 +53,23 @@ new_line = cast("Callable[[tuple[Any, ...]], JournalLine]", partial(tuple.__new_
 
 
 class JournalLines(Sequence[JournalLine]):
-    """A journal's lines held by column, as the store reads them: a ``JournalLine`` per
-    line is made only when the lines are first read one by one (a sink writing them out),
-    not to check the balance or count them (posting to a target that takes the journal by
-    its key and total). Read-only, and equal to any sequence of the same lines."""
+    """A journal's lines held by column, as the ledger builds them and the store reads
+    them: a ``JournalLine`` per line is made only when the lines are first read one by one
+    (a sink writing them out), not to check the balance or count them (posting to a
+    target that takes the journal by its key and total). ``sources`` may be given as a
+    function that makes the column (of as many sources as lines), called when the sources
+    are first read: a target that takes no source references never has them built.
+    Read-only, and equal to any sequence of the same lines."""
 
-    __slots__ = ("_lines", "accounts", "credits", "debits", "descriptions", "dimensions", "sources")
+    __slots__ = (
+        "_lines",
+        "_sources",
+        "accounts",
+        "credits",
+        "debits",
+        "descriptions",
+        "dimensions",
+    )
 
     def __init__(
         self,
@@ -67,14 +78,23 @@ class JournalLines(Sequence[JournalLine]):
         credits: list[Decimal],
         descriptions: list[str],
         dimensions: list[Mapping[str, str]],
-        sources: list[Mapping[str, str]],
+        sources: list[Mapping[str, str]] | Callable[[], list[Mapping[str, str]]],
     ) -> None:
-        columns = (accounts, debits, credits, descriptions, dimensions, sources)
+        columns: tuple[list[Any], ...] = (accounts, debits, credits, descriptions, dimensions)
+        if isinstance(sources, list):
+            columns += (sources,)
         if len({len(column) for column in columns}) != 1:
             raise UnbalancedJournal("journal lines: columns of different lengths")
         self.accounts, self.debits, self.credits = accounts, debits, credits
-        self.descriptions, self.dimensions, self.sources = descriptions, dimensions, sources
+        self.descriptions, self.dimensions = descriptions, dimensions
+        self._sources = sources
         self._lines: tuple[JournalLine, ...] | None = None
+
+    @property
+    def sources(self) -> list[Mapping[str, str]]:
+        if not isinstance(self._sources, list):
+            self._sources = self._sources()
+        return self._sources
 
     def lines(self) -> tuple[JournalLine, ...]:
         """The lines, made once (C-level passes over the columns)."""

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from itertools import chain, compress, count, repeat
 from operator import eq, is_, itemgetter, methodcaller
 from typing import Annotated, Any, NamedTuple, TypeVar, cast
@@ -700,18 +701,19 @@ class Reading:
         """Lines written by column (``line_columns``): a C-level pass per column."""
         count = len(lines.debits)
         amounts = self._amounts_of(lines.debits, lines.credits)
-        distinct = document.sources + _block_sources(document.source_columns)
+        distinct = len(document.sources) + sum(map(_checked_count, document.source_columns))
+        if len(lines.sources) != count or (lines.sources and max(lines.sources) >= distinct):
+            raise ValueError("stored journal lines name a missing source")
         dimensions: list[Mapping[str, str]] = list(
             map(document.dimensions.__getitem__, lines.dimensions)
         )
-        sources: list[Mapping[str, str]] = list(map(distinct.__getitem__, lines.sources))
         return JournalLines(
             _column_values(*lines.accounts, count),
             list(map(amounts.__getitem__, lines.debits)),
             list(map(amounts.__getitem__, lines.credits)),
             _column_values(*lines.descriptions, count),
             dimensions,
-            sources,
+            partial(_line_sources, document, lines.sources),  # checked; built if read
         )
 
 
@@ -750,12 +752,27 @@ class _LinesDocument(msgspec.Struct):
     source_columns: list[_SourceBlock] = []
 
 
+def _line_sources(document: _LinesDocument, numbers: list[int]) -> list[Mapping[str, str]]:
+    """Each line's source, by its number among the document's (``_checked_count``)."""
+    distinct = document.sources + _block_sources(document.source_columns)
+    return list(map(distinct.__getitem__, numbers))
+
+
+def _checked_count(block: _SourceBlock) -> int:
+    """How many sources ``block`` holds, once its columns are checked as ``_block`` would
+    (so that building them later cannot fail): without building any."""
+    if len(block.columns) != len(block.keys):
+        raise ValueError("stored journal sources: a column per key is needed")
+    for values, indices in block.columns:
+        _check_column(values, indices, block.count)
+    return block.count
+
+
 def _block_sources(blocks: list[_SourceBlock]) -> list[dict[str, str]]:
     """The sources of ``source_columns``, each a new dict."""
     sources: list[dict[str, str]] = []
     for block in blocks:
-        if len(block.columns) != len(block.keys):
-            raise ValueError("stored journal sources: a column per key is needed")
+        _checked_count(block)
         sources += _block(block)
     return sources
 
@@ -776,14 +793,19 @@ def _block(block: _SourceBlock) -> list[dict[str, str]]:
 
 
 def _column_values(values: list[str], indices: list[int], rows: int) -> list[str]:
-    """A column's value in each of ``rows`` rows (raises IndexError for a missing one)."""
+    """A column's value in each of ``rows`` rows."""
+    _check_column(values, indices, rows)
+    return list(map(values.__getitem__, indices)) if indices else values * rows
+
+
+def _check_column(values: list[str], indices: list[int], rows: int) -> None:
     if not indices:
         if len(values) != 1 and rows:
             raise ValueError("stored journal sources: a column without indices has one value")
-        return values * rows
-    if len(indices) != rows:
+    elif len(indices) != rows:
         raise ValueError("stored journal sources: a column's length is not its block's")
-    return list(map(values.__getitem__, indices))
+    elif max(indices) >= len(values):
+        raise ValueError("stored journal lines name a missing value")
 
 
 _decode_lines = msgspec.json.Decoder(_LinesDocument).decode
