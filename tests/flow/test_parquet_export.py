@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def test_export_matches_the_store_and_balances(app: bootstrap.App) -> None:
     assert report.rows["events"] == events
     assert report.rows["exceptions"] == exceptions
     assert _sql(export, "SELECT count(*) FROM '{root}/events/*.parquet'") == [(events,)]
+    with app.store.unit_of_work() as uow:
+        stored = [(s.position, dict(s.event.data)) for s in uow.events.read_from(0, events)]
+    data = _sql(export, "SELECT position, data FROM '{root}/events/*.parquet' ORDER BY position")
+    assert [(position, json.loads(text)) for position, text in data] == stored
     per_journal = _sql(
         export,
         "SELECT journal_key, sum(debit), sum(credit) FROM '{root}/journal_lines/*.parquet'"

@@ -134,6 +134,13 @@ def test_malformed_source_columns_are_refused(blocks: str) -> None:
     )
     with pytest.raises(ValueError):
         codec.Reading().lines(text)
+    by_column = (  # refused when read, though the sources are built only when first asked
+        f'{{"dimensions":[{{}}],"source_columns":{blocks},"line_columns":{{'
+        '"accounts":[["1200","1100"],[0,1]],"debits":["1.00","0.00"],"credits":["0.00","1.00"],'
+        '"descriptions":[["x"],[]],"dimensions":[0,0],"sources":[0,1]}}'
+    )
+    with pytest.raises(ValueError):
+        codec.Reading().lines(by_column)
 
 
 def test_journal_lines_are_written_by_column_unless_accounts_are_not_strings() -> None:

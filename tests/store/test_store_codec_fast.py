@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,6 +83,16 @@ def test_big_integers_round_trip_exactly() -> None:
 def test_lone_surrogates_take_the_standard_path() -> None:
     assert codec.to_json({"s": "\ud800"}) == '{"s":"\ud800"}'
     assert codec.from_json('{"s":"\\ud800"}') == {"s": "\ud800"}
+
+
+class _Shape(msgspec.Struct):
+    s: str
+
+
+def test_stored_data_msgspec_refuses_is_decoded_as_from_json_does() -> None:
+    data = codec.StoredData('{"s":"\\ud800","t":1}')
+    assert codec.data_as(data, _Shape) == _Shape("\ud800")  # not decoded yet: from the text
+    assert data == {"s": "\ud800", "t": 1}
 
 
 def test_str_subclass_keys_are_refused_as_before() -> None:

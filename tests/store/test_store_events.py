@@ -6,11 +6,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from revbridge.domain.events import Event, SourceRef
 from revbridge.errors import StoreError
 from revbridge.store.base import Store
+from revbridge.store.codec import data_as
 
 MakeEvent = Callable[..., Event]
 
@@ -156,3 +158,27 @@ def test_read_from_pages(store: Store, make_event: MakeEvent) -> None:
         assert uow.events.count() == 25
     assert [len(page) for page in pages] == [10, 10, 5]
     assert [event for page in pages for event in page] == events
+
+
+class _Shape(msgspec.Struct):
+    amount: str
+    items: list[int] = []
+
+
+def test_data_reads_back_as_a_mapping_and_in_a_declared_shape(
+    store: Store, make_event: MakeEvent
+) -> None:
+    data = {"amount": "10.00", "items": [1, 2], "other": {"deep": ["x", None]}}
+    with store.unit_of_work() as uow:
+        uow.events.append([make_event(data=data), make_event(data={"items": [3]})])
+    with store.unit_of_work() as uow:
+        first, second = (s.event.data for s in uow.events.read_from(0))
+    shaped = data_as(first, _Shape)  # from the stored text, before the mapping is read
+    assert (shaped.amount, shaped.items) == ("10.00", [1, 2])
+    assert data_as(data, _Shape) == shaped  # an event not read from the store: converted
+    assert first == data and data == first and dict(first) == data and len(first) == 3
+    assert "other" in first and first.get("missing") is None and repr(first) == repr(data)
+    assert data_as(first, _Shape) == shaped  # from the mapping, once read
+    with pytest.raises(ValueError, match="_Shape"):
+        data_as(second, _Shape)  # no amount
+    assert second == {"items": [3]} and second != first

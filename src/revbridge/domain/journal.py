@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import partial
 from operator import eq, itemgetter, methodcaller, ne, not_
 from types import MappingProxyType
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast, overload
 
 from revbridge.domain.money import CENT, ZERO, cents
 
@@ -52,6 +52,90 @@ new_line = cast("Callable[[tuple[Any, ...]], JournalLine]", partial(tuple.__new_
 (``JournalLine._make`` without its length check)."""
 
 
+class JournalLines(Sequence[JournalLine]):
+    """A journal's lines held by column, as the ledger builds them and the store reads
+    them: a ``JournalLine`` per line is made only when the lines are first read one by one
+    (a sink writing them out), not to check the balance or count them (posting to a
+    target that takes the journal by its key and total). ``sources`` may be given as a
+    function that makes the column (of as many sources as lines), called when the sources
+    are first read: a target that takes no source references never has them built.
+    Read-only, and equal to any sequence of the same lines."""
+
+    __slots__ = (
+        "_lines",
+        "_sources",
+        "accounts",
+        "credits",
+        "debits",
+        "descriptions",
+        "dimensions",
+    )
+
+    def __init__(
+        self,
+        accounts: list[str],
+        debits: list[Decimal],
+        credits: list[Decimal],
+        descriptions: list[str],
+        dimensions: list[Mapping[str, str]],
+        sources: list[Mapping[str, str]] | Callable[[], list[Mapping[str, str]]],
+    ) -> None:
+        columns: tuple[list[Any], ...] = (accounts, debits, credits, descriptions, dimensions)
+        if isinstance(sources, list):
+            columns += (sources,)
+        if len({len(column) for column in columns}) != 1:
+            raise UnbalancedJournal("journal lines: columns of different lengths")
+        self.accounts, self.debits, self.credits = accounts, debits, credits
+        self.descriptions, self.dimensions = descriptions, dimensions
+        self._sources = sources
+        self._lines: tuple[JournalLine, ...] | None = None
+
+    @property
+    def sources(self) -> list[Mapping[str, str]]:
+        if not isinstance(self._sources, list):
+            self._sources = self._sources()
+        return self._sources
+
+    def lines(self) -> tuple[JournalLine, ...]:
+        """The lines, made once (C-level passes over the columns)."""
+        if self._lines is None:
+            columns = (
+                self.accounts,
+                self.debits,
+                self.credits,
+                self.descriptions,
+                self.dimensions,
+                self.sources,
+            )
+            self._lines = tuple(map(new_line, zip(*columns, strict=True)))
+        return self._lines
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+    @overload
+    def __getitem__(self, index: int) -> JournalLine: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[JournalLine, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> JournalLine | tuple[JournalLine, ...]:
+        return self.lines()[index]
+
+    def __iter__(self) -> Iterator[JournalLine]:
+        return iter(self.lines())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JournalLines):
+            return self.lines() == other.lines()
+        return self.lines() == tuple(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # its lines hold mappings: unhashable
+
+    def __repr__(self) -> str:
+        return f"JournalLines{self.lines()!r}"
+
+
 @dataclass(frozen=True, slots=True)
 class Journal:
     """A balanced journal with a deterministic ``key`` (the ERP's external reference)."""
@@ -60,7 +144,7 @@ class Journal:
     entity: str
     date: date
     description: str
-    lines: tuple[JournalLine, ...]
+    lines: Sequence[JournalLine]  # a tuple, or ``JournalLines`` as read from the store
     rule_version: str
     currency: str = "USD"
     kind: str = "remittance"
@@ -70,10 +154,12 @@ class Journal:
 
     @property
     def total(self) -> Decimal:
-        return sum(map(_DEBIT, self.lines), ZERO)
+        lines = self.lines
+        debits = lines.debits if type(lines) is JournalLines else map(_DEBIT, lines)
+        return sum(debits, ZERO)
 
 
-def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
+def check_balanced(key: str, lines: Sequence[JournalLine]) -> None:
     """Refuse a journal that does not balance to the cent, or has a bad line.
 
     This runs for every journal built and read, so the usual journal (every line with an
@@ -83,11 +169,12 @@ def check_balanced(key: str, lines: tuple[JournalLine, ...]) -> None:
     """
     if not lines:
         raise UnbalancedJournal(f"journal {key}: no lines")
-    accounts, debits, credits = (
-        map(_ACCOUNT, lines),
-        list(map(_DEBIT, lines)),
-        list(map(_CREDIT, lines)),
-    )
+    if type(lines) is JournalLines:  # by column, as read
+        accounts: Iterable[str] = lines.accounts
+        debits, credits = lines.debits, lines.credits
+    else:
+        accounts = map(_ACCOUNT, lines)
+        debits, credits = list(map(_DEBIT, lines)), list(map(_CREDIT, lines))
     if not (
         all(accounts)
         and _DECIMAL.issuperset(map(type, debits))
@@ -128,6 +215,55 @@ def _check_line(key: str, number: int, line: JournalLine) -> None:
         raise UnbalancedJournal(f"journal {key} line {number}: needs exactly one side")
     if not line.account:
         raise UnbalancedJournal(f"journal {key} line {number}: no account")
+
+
+class LineColumns:
+    """Lines being built by column, a posting pair at a time (``pair`` does what
+    ``posting_pair`` does, without making the lines): a ledger builds thousands."""
+
+    __slots__ = ("accounts", "credits", "debits", "descriptions", "dimensions", "sources")
+
+    def __init__(self) -> None:
+        self.accounts: list[str] = []
+        self.debits: list[Decimal] = []
+        self.credits: list[Decimal] = []
+        self.descriptions: list[str] = []
+        self.dimensions: list[Mapping[str, str]] = []
+        self.sources: list[Mapping[str, str]] = []
+
+    def pair(
+        self,
+        debit_account: str,
+        credit_account: str,
+        amount: Decimal,
+        description: str,
+        dimensions: Mapping[str, str],
+        source: Mapping[str, str],
+    ) -> None:
+        """Two lines moving ``amount`` from credit to debit; a negative amount swaps sides."""
+        value = amount.quantize(CENT, ROUND_HALF_EVEN)  # ``cents``, without a call
+        if value < 0:
+            debit_account, credit_account, value = credit_account, debit_account, -value
+        self.accounts += (debit_account, credit_account)
+        self.debits += (value, ZERO)
+        self.credits += (ZERO, value)
+        self.descriptions += (description, description)
+        self.dimensions += (dimensions, dimensions)
+        self.sources += (source, source)
+
+    def __len__(self) -> int:
+        return len(self.accounts)
+
+    def lines(self) -> JournalLines:
+        """The lines built so far (the columns are the builder's: build no more after)."""
+        return JournalLines(
+            self.accounts,
+            self.debits,
+            self.credits,
+            self.descriptions,
+            self.dimensions,
+            self.sources,
+        )
 
 
 def posting_pair(

@@ -13,12 +13,15 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+import msgspec
+
 from revbridge.domain.events import Event, EventType
-from revbridge.domain.journal import Journal, JournalLine, posting_pair
+from revbridge.domain.journal import Journal, LineColumns
 from revbridge.domain.master import OTHER_CLASS, Facility, FinancialClass, MasterData
 from revbridge.domain.money import money_str
 from revbridge.ledger.posting_rules import Action, AdjustmentRule, PostingRules
 from revbridge.store.base import NewException
+from revbridge.store.codec import data_as
 
 KINDS = ("remittance", "reversal", "correction")
 _LINE_REFERENCES = ("patient_control_number", "payer_claim_number", "plb_reference")
@@ -38,7 +41,7 @@ class _Context:
     fc: FinancialClass
     self_pay: FinancialClass
     rules: PostingRules
-    lines: dict[str, list[JournalLine]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    lines: dict[str, LineColumns] = field(default_factory=lambda: {k: LineColumns() for k in KINDS})
     exceptions: list[NewException] = field(default_factory=list)
     claim_status: dict[str, str] = field(default_factory=dict)
     denial: dict[str, Any] | None = None  # subject of the current claim's claim-level denial
@@ -46,6 +49,7 @@ class _Context:
     source_event: Event | None = None  # the event ``source_parts`` are of
     source_parts: tuple[dict[str, str], dict[str, str]] = ({}, {})
     bookings: dict[tuple[str, str], _Booking | None] = field(default_factory=dict)  # by code
+    heads: dict[tuple[int, int], dict[str, str]] = field(default_factory=dict)  # by raw, unit
 
     @property
     def payment(self) -> str:
@@ -82,12 +86,15 @@ class _Context:
 
     def _source_parts(self, event: Event) -> tuple[dict[str, str], dict[str, str]]:
         """The references before and after ``segment``, the same for every line of ``event``."""
-        head = {
-            "trn": self.header.data["trace_number"],
-            "payer_trn": self.header.data["trace_payer"],
-            "raw_id": str(event.source.raw_id),
-            "unit_id": str(event.source.unit_id),
-        }
+        where = (event.source.raw_id, event.source.unit_id)
+        head = self.heads.get(where)
+        if head is None:  # the same for the events of a unit: one per remittance
+            head = self.heads[where] = {
+                "trn": self.header.data["trace_number"],
+                "payer_trn": self.header.data["trace_payer"],
+                "raw_id": str(where[0]),
+                "unit_id": str(where[1]),
+            }
         keys = event.keys
         return head, {name: keys[name] for name in _LINE_REFERENCES if name in keys}
 
@@ -156,49 +163,83 @@ def _context(header: Event, master: MasterData, rules: PostingRules) -> _Context
 
 def _apply(ctx: _Context, event: Event) -> None:
     if event.type in (EventType.CLAIM_ADJUDICATED, EventType.CLAIM_REVERSED):
-        _claim(ctx, event)
-        _nested_adjustments(ctx, event, event.data.get("adjustments", ()))  # x12_835/2
+        claim = data_as(event.data, _Claim)
+        kind = _kind(event.type, claim.claim_status, claim.correction)
+        _claim(ctx, event, claim, kind)
+        _nested_adjustments(ctx, event, claim, kind)  # x12_835/2
     elif event.type == EventType.ADJUSTMENT_BOOKED:  # stored by mapping x12_835/1
-        adjusted = _Adjusted(event.data, None, event.data["claim_status"], _kind(event))
-        _adjustment(ctx, event, adjusted)
+        booked = data_as(event.data, _BookedAdjustment)
+        kind = _kind(event.type, booked.claim_status, booked.correction)
+        _adjustment(ctx, event, _Adjusted(booked, None, booked.claim_status, kind))
     elif event.type == EventType.PROVIDER_ADJUSTMENT_BOOKED:
         _provider(ctx, event)
+
+
+class _Adjustment(msgspec.Struct, gc=False):
+    """What the ledger reads of a CAS adjustment (values as the normaliser wrote them)."""
+
+    group: Any
+    reason: Any
+    amount: Any
+    informational: Any
+
+
+class _NestedAdjustment(_Adjustment, gc=False):
+    """An adjustment inside its claim's event (x12_835/2): ``segment`` its CAS segment."""
+
+    segment: Any
+
+
+class _BookedAdjustment(_Adjustment, gc=False):
+    """An ``adjustment.booked`` event's data (x12_835/1)."""
+
+    claim_status: Any
+    correction: Any = None
+
+
+class _Claim(msgspec.Struct, gc=False):
+    """What the ledger reads of a claim event's data, decoded without the rest (its
+    service lines, amounts it does not post): this runs for every claim."""
+
+    status: Any
+    paid: Any
+    correction: Any = None
+    claim_status: Any = None
+    adjustments: list[_NestedAdjustment] = []
 
 
 class _Adjusted(NamedTuple):  # a tuple: one is made per adjustment, cheaply
     """One CAS adjustment: inside its claim's event (``segment`` its CAS segment) or an
     ``adjustment.booked`` event of its own (``segment`` None: the event's)."""
 
-    data: Mapping[str, Any]
+    data: _Adjustment
     segment: int | None
     claim_status: str
     kind: str
 
 
-def _kind(event: Event) -> str:
-    if event.type == EventType.CLAIM_REVERSED or event.data.get("claim_status") == "22":
+def _kind(event_type: str, claim_status: Any, correction: Any) -> str:
+    if event_type == EventType.CLAIM_REVERSED or claim_status == "22":
         return "reversal"
-    return "correction" if event.data.get("correction") else "remittance"
+    return "correction" if correction else "remittance"
 
 
-def _claim(ctx: _Context, event: Event) -> None:
-    paid = Decimal(event.data["paid"])
+def _claim(ctx: _Context, event: Event, claim: _Claim, kind: str) -> None:
+    paid = Decimal(claim.paid)
     ctx.denial = None
-    if event.data["status"] == "4":
+    if claim.status == "4":
         detail = f"claim denied; AR kept open for appeal (paid {paid})"
         ctx.denial = ctx.exception(
             "claim_denied", detail, event, None, **ctx.denied(None, Decimal(0))
         )
     if paid:
-        ctx.lines[_kind(event)].extend(
-            posting_pair(
-                ctx.rules.cash_clearing,
-                ctx.fc.ar_account,
-                paid,
-                description=f"payment {event.keys['patient_control_number']}",
-                dimensions=ctx.dimensions(),
-                source=ctx.source(event, None),
-            )
+        ctx.lines[kind].pair(
+            ctx.rules.cash_clearing,
+            ctx.fc.ar_account,
+            paid,
+            f"payment {event.keys['patient_control_number']}",
+            ctx.dimensions(),
+            ctx.source(event, None),
         )
 
 
@@ -211,39 +252,33 @@ class _Booking(NamedTuple):
     dimensions: dict[str, str]
 
 
-def _nested_adjustments(ctx: _Context, event: Event, adjustments: Sequence[Any]) -> None:
+def _nested_adjustments(ctx: _Context, event: Event, claim: _Claim, kind: str) -> None:
     """The adjustments inside a claim's event, in a loop of their own (this runs for every
     CAS adjustment): the lines of a code that simply books (``_booking``) are made here,
     as ``_adjustment`` would make them, those of one CAS segment sharing their source (read
     only, as every line's mappings); any other code goes through ``_adjustment``."""
-    kind, status = _kind(event), event.data["status"]
-    lines, ar_account, bookings, keys = ctx.lines[kind], ctx.fc.ar_account, ctx.bookings, event.keys
+    status = claim.status
+    pair, ar_account, bookings = ctx.lines[kind].pair, ctx.fc.ar_account, ctx.bookings
+    pcn = event.keys["patient_control_number"]
     head, tail = ctx.parts(event)
     segment: Any = None  # the last CAS segment booked
     source: dict[str, str] | None = None  # its lines' source
-    for data in adjustments:
-        if data["informational"]:
+    for data in claim.adjustments:
+        if data.informational:
             continue
-        amount = Decimal(data["amount"])
+        amount = Decimal(data.amount)
         if not amount:
             continue
-        code = (data["group"], data["reason"])
+        code = (data.group, data.reason)
         booking = bookings.get(code) or _booking(ctx, code)
         if booking is None:
-            _adjustment(ctx, event, _Adjusted(data, data["segment"], status, kind))
+            _adjustment(ctx, event, _Adjusted(data, data.segment, status, kind))
             continue
         reason, account, dimensions = booking
-        if source is None or data["segment"] != segment:  # a CAS segment's share one
-            segment = data["segment"]
+        if source is None or data.segment != segment:  # a CAS segment's share one
+            segment = data.segment
             source = {**head, "segment": str(segment), **tail}
-        lines += posting_pair(
-            account,
-            ar_account,
-            amount,
-            description=f"{reason} {keys['patient_control_number']}",
-            dimensions=dimensions,
-            source=source,
-        )
+        pair(account, ar_account, amount, f"{reason} {pcn}", dimensions, source)
 
 
 def _booking(ctx: _Context, code: tuple[str, str]) -> _Booking | None:
@@ -260,25 +295,23 @@ def _booking(ctx: _Context, code: tuple[str, str]) -> _Booking | None:
 
 def _adjustment(ctx: _Context, event: Event, adjusted: _Adjusted) -> None:
     data = adjusted.data
-    if data["informational"]:
+    if data.informational:
         return
-    amount = Decimal(data["amount"])
+    amount = Decimal(data.amount)
     if not amount:
         return
-    reason = f"{data['group']}-{data['reason']}"
-    rule = ctx.rules.adjustment_rule(data["group"], data["reason"])
+    reason = f"{data.group}-{data.reason}"
+    rule = ctx.rules.adjustment_rule(data.group, data.reason)
     debit = _adjustment_account(ctx, rule, event, adjusted, reason)
     if debit is None:
         return
-    ctx.lines[adjusted.kind].extend(
-        posting_pair(
-            debit,
-            ctx.fc.ar_account,
-            amount,
-            description=f"{reason} {event.keys['patient_control_number']}",
-            dimensions=ctx.dimensions(reason),
-            source=ctx.source(event, adjusted.segment),
-        )
+    ctx.lines[adjusted.kind].pair(
+        debit,
+        ctx.fc.ar_account,
+        amount,
+        f"{reason} {event.keys['patient_control_number']}",
+        ctx.dimensions(reason),
+        ctx.source(event, adjusted.segment),
     )
 
 
@@ -311,13 +344,13 @@ def _booked_account(ctx: _Context, rule: AdjustmentRule | None) -> str | None:
 
 def _denial(ctx: _Context, event: Event, adjusted: _Adjusted, reason: str) -> None:
     """A denial stays in AR (E9 deferred); its amount is what a later write-off may move."""
-    amount = Decimal(adjusted.data["amount"])
+    amount = Decimal(adjusted.data.amount)
     if adjusted.claim_status == "4" and ctx.denial is not None:
         ctx.denial["denied_amount"] = money_str(Decimal(ctx.denial["denied_amount"]) + amount)
         ctx.denial["code"] = ctx.denial["code"] or reason
         return
     if adjusted.claim_status != "4":
-        detail = f"line/claim denial {reason} ({adjusted.data['amount']}); AR kept open for appeal"
+        detail = f"line/claim denial {reason} ({adjusted.data.amount}); AR kept open for appeal"
         denied = ctx.denied(reason, amount)
         ctx.exception("claim_denied", detail, event, adjusted.segment, **denied)
 
@@ -334,15 +367,13 @@ def _provider(ctx: _Context, event: Event) -> None:
         ctx.exception("unmapped_code", detail, event, None, code=f"PLB-{data['reason']}")
     else:
         account = rule.account_for(1 if amount > 0 else -1)
-    ctx.lines["remittance"].extend(
-        posting_pair(
-            account,
-            ctx.rules.cash_clearing,
-            amount,
-            description=f"PLB {data['reason']} {data['reference'] or ''}".strip(),
-            dimensions=ctx.dimensions(f"PLB-{data['reason']}"),
-            source=ctx.source(event, None),
-        )
+    ctx.lines["remittance"].pair(
+        account,
+        ctx.rules.cash_clearing,
+        amount,
+        f"PLB {data['reason']} {data['reference'] or ''}".strip(),
+        ctx.dimensions(f"PLB-{data['reason']}"),
+        ctx.source(event, None),
     )
 
 
@@ -355,12 +386,12 @@ def _journals(ctx: _Context, header: Event, rules: PostingRules) -> list[Journal
             entity=ctx.facility.entity,
             date=day,
             description=f"835 {kind} {data['payer_name']} TRN {data['trace_number']}",
-            lines=tuple(lines),
+            lines=lines.lines(),
             rule_version=rules.version,
             kind=kind,
         )
         for kind, lines in ctx.lines.items()
-        if lines
+        if len(lines)
     ]
 
 

@@ -251,7 +251,7 @@ def _event_rows(events: Iterable[StoredEvent]) -> list[dict[str, Any]]:
                 "causation_id": event.causation_id,
                 "keys": _json(dict(event.keys)),
                 "source": _json(event.source.as_dict()),
-                "data": _json(event.data),
+                "data": _json(dict(event.data)),  # a mapping, as read: not always a dict
             }
         )
     return rows

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from itertools import chain, compress, count, repeat
 from operator import attrgetter, eq, is_, itemgetter, methodcaller
-from typing import Annotated, Any, NamedTuple, cast
+from typing import Annotated, Any, NamedTuple, TypeVar, cast
 
 import msgspec
 
 from revbridge.domain.events import Event, SourceRef, new_event, new_source
-from revbridge.domain.journal import JournalLine, new_line
+from revbridge.domain.journal import JournalLine, JournalLines
 from revbridge.store.base import StoredEvent, new_stored_event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -247,6 +248,78 @@ def source_from_json(text: str) -> SourceRef:
         )
 
 
+class StoredData(Mapping[str, Any]):
+    """An event's data as read from the store: its JSON object text, decoded when the
+    mapping is first read (then as ``json_object`` decodes it), so events read only for
+    their envelope (type, keys, source) cost no decoding. ``data_as`` decodes just the
+    fields a caller declares, without building the rest (the ledger reads a few fields
+    of every claim event). Read-only, as every event's data."""
+
+    __slots__ = ("_text", "_value")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._value: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = json_object(self._text)
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StoredData):
+            return self._data() == other._data()
+        return self._data() == other if isinstance(other, Mapping) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, like dict
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
+
+_Shape = TypeVar("_Shape")
+_shape_decoders: dict[type[Any], Callable[[str], Any]] = {}
+
+
+def data_as(data: Mapping[str, Any], shape: type[_Shape]) -> _Shape:
+    """``data`` (an event's) as ``shape``, a ``msgspec.Struct`` type: stored data not yet
+    decoded goes straight from its text into ``shape``, skipping what ``shape`` does not
+    declare; any other mapping is converted. Raises ``ValueError`` if the data does not
+    fit the shape."""
+    try:
+        if type(data) is StoredData:
+            if data._value is None:
+                try:
+                    return cast("_Shape", _shape_decoder(shape)(data._text))
+                except msgspec.ValidationError:
+                    raise
+                except msgspec.DecodeError:  # refused by msgspec, e.g. a lone surrogate:
+                    pass  # converted from the mapping, decoded as ``from_json`` does
+            data = data._data()
+        return msgspec.convert(data if type(data) is dict else dict(data), shape)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"event data is not a {shape.__name__}: {exc}") from exc
+
+
+def _shape_decoder(shape: type[Any]) -> Callable[[str], Any]:
+    decode = _shape_decoders.get(shape)
+    if decode is None:
+        decode = _shape_decoders[shape] = msgspec.json.Decoder(shape).decode
+    return decode
+
+
 def event_rows(
     events: Sequence[Event], instant: Callable[[datetime], Any]
 ) -> list[tuple[Any, ...]]:
@@ -389,9 +462,13 @@ def encode_lines(lines: Sequence[JournalLine]) -> EncodedLines:
     that are not strings (``to_json`` writes them as it would anywhere). ``refs``: the
     distinct values of the sources, but for ``POSITIONAL_REFS``, in order.
     """
-    accounts, debits, credits, descriptions, dimensions, sources = (
-        list(map(column, lines)) for column in _LINE_COLUMNS
-    )
+    if type(lines) is JournalLines:  # as the ledger builds them and the store reads them
+        accounts, debits, credits = lines.accounts, lines.debits, lines.credits
+        descriptions, dimensions, sources = lines.descriptions, lines.dimensions, lines.sources
+    else:
+        accounts, debits, credits, descriptions, dimensions, sources = (
+            list(map(column, lines)) for column in _LINE_COLUMNS
+        )
     dimension_no, dimension_maps = _numbered(dimensions)
     source_ids = list(map(id, sources))
     distinct = dict(zip(source_ids, sources, strict=True))  # by identity, in order of use
@@ -614,15 +691,15 @@ class Reading:
                 correlation_id,
                 causation_id,
                 source_from_json(source),
-                json_object(data),
+                StoredData(data),
             )
             built.append(new_stored_event(position, event))
         return built
 
-    def lines(self, text: str) -> tuple[JournalLine, ...]:
-        """The lines of an ``encode_lines`` document, sharing repeated amounts (and, as
-        written, dimension sets and sources). Built by C-level maps over the decoded
-        columns: this runs for every line of every journal read."""
+    def lines(self, text: str) -> JournalLines:
+        """The lines of an ``encode_lines`` document, by column, sharing repeated amounts
+        (and, as written, dimension sets and sources). Built by C-level maps over the
+        decoded columns: this runs for every line of every journal read."""
         document = _lines_document(text)
         if document.line_columns is not None and document.lines:
             raise ValueError("stored journal lines are written both as rows and by column")
@@ -633,23 +710,23 @@ class Reading:
         except IndexError as exc:
             raise ValueError(f"stored journal lines name a missing value: {exc}") from exc
 
-    def _rows(self, document: _LinesDocument) -> tuple[JournalLine, ...]:
+    def _rows(self, document: _LinesDocument) -> JournalLines:
         """Lines written as rows (``lines``), as before ``line_columns``."""
         rows = document.lines
         amounts = self._amounts_of(map(_DEBIT_TEXT, rows), map(_CREDIT_TEXT, rows))
-        dimensions = list(map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows)))
+        dimensions: list[Mapping[str, str]] = list(
+            map(document.dimensions.__getitem__, map(_DIMENSIONS_NO, rows))
+        )
         distinct = document.sources + _block_sources(document.source_columns)
-        sources = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
-        columns = zip(
-            map(_ACCOUNT_TEXT, rows),
-            map(amounts.__getitem__, map(_DEBIT_TEXT, rows)),
-            map(amounts.__getitem__, map(_CREDIT_TEXT, rows)),
-            map(_DESCRIPTION_TEXT, rows),
+        sources: list[Mapping[str, str]] = list(map(distinct.__getitem__, map(_SOURCE_NO, rows)))
+        return JournalLines(
+            list(map(_ACCOUNT_TEXT, rows)),
+            list(map(amounts.__getitem__, map(_DEBIT_TEXT, rows))),
+            list(map(amounts.__getitem__, map(_CREDIT_TEXT, rows))),
+            list(map(_DESCRIPTION_TEXT, rows)),
             dimensions,
             sources,
-            strict=True,
         )
-        return tuple(map(new_line, columns))
 
     def _amounts_of(self, *columns: Iterable[str]) -> dict[str, Decimal]:
         """The reading's amounts by text, with those of ``columns`` (each text once)."""
@@ -658,21 +735,24 @@ class Reading:
         amounts.update(zip(missing, map(Decimal, missing), strict=True))
         return amounts
 
-    def _columns(self, document: _LinesDocument, lines: _LineColumns) -> tuple[JournalLine, ...]:
+    def _columns(self, document: _LinesDocument, lines: _LineColumns) -> JournalLines:
         """Lines written by column (``line_columns``): a C-level pass per column."""
         count = len(lines.debits)
         amounts = self._amounts_of(lines.debits, lines.credits)
-        distinct = document.sources + _block_sources(document.source_columns)
-        columns = zip(
-            _column_values(*lines.accounts, count),
-            map(amounts.__getitem__, lines.debits),
-            map(amounts.__getitem__, lines.credits),
-            _column_values(*lines.descriptions, count),
-            map(document.dimensions.__getitem__, lines.dimensions),
-            map(distinct.__getitem__, lines.sources),
-            strict=True,
+        distinct = len(document.sources) + sum(map(_checked_count, document.source_columns))
+        if len(lines.sources) != count or (lines.sources and max(lines.sources) >= distinct):
+            raise ValueError("stored journal lines name a missing source")
+        dimensions: list[Mapping[str, str]] = list(
+            map(document.dimensions.__getitem__, lines.dimensions)
         )
-        return tuple(map(new_line, columns))
+        return JournalLines(
+            _column_values(*lines.accounts, count),
+            list(map(amounts.__getitem__, lines.debits)),
+            list(map(amounts.__getitem__, lines.credits)),
+            _column_values(*lines.descriptions, count),
+            dimensions,
+            partial(_line_sources, document, lines.sources),  # checked; built if read
+        )
 
 
 _Index = Annotated[int, msgspec.Meta(ge=0)]
@@ -710,12 +790,27 @@ class _LinesDocument(msgspec.Struct):
     source_columns: list[_SourceBlock] = []
 
 
+def _line_sources(document: _LinesDocument, numbers: list[int]) -> list[Mapping[str, str]]:
+    """Each line's source, by its number among the document's (``_checked_count``)."""
+    distinct = document.sources + _block_sources(document.source_columns)
+    return list(map(distinct.__getitem__, numbers))
+
+
+def _checked_count(block: _SourceBlock) -> int:
+    """How many sources ``block`` holds, once its columns are checked as ``_block`` would
+    (so that building them later cannot fail): without building any."""
+    if len(block.columns) != len(block.keys):
+        raise ValueError("stored journal sources: a column per key is needed")
+    for values, indices in block.columns:
+        _check_column(values, indices, block.count)
+    return block.count
+
+
 def _block_sources(blocks: list[_SourceBlock]) -> list[dict[str, str]]:
     """The sources of ``source_columns``, each a new dict."""
     sources: list[dict[str, str]] = []
     for block in blocks:
-        if len(block.columns) != len(block.keys):
-            raise ValueError("stored journal sources: a column per key is needed")
+        _checked_count(block)
         sources += _block(block)
     return sources
 
@@ -736,14 +831,19 @@ def _block(block: _SourceBlock) -> list[dict[str, str]]:
 
 
 def _column_values(values: list[str], indices: list[int], rows: int) -> list[str]:
-    """A column's value in each of ``rows`` rows (raises IndexError for a missing one)."""
+    """A column's value in each of ``rows`` rows."""
+    _check_column(values, indices, rows)
+    return list(map(values.__getitem__, indices)) if indices else values * rows
+
+
+def _check_column(values: list[str], indices: list[int], rows: int) -> None:
     if not indices:
         if len(values) != 1 and rows:
             raise ValueError("stored journal sources: a column without indices has one value")
-        return values * rows
-    if len(indices) != rows:
+    elif len(indices) != rows:
         raise ValueError("stored journal sources: a column's length is not its block's")
-    return list(map(values.__getitem__, indices))
+    elif max(indices) >= len(values):
+        raise ValueError("stored journal lines name a missing value")
 
 
 _decode_lines = msgspec.json.Decoder(_LinesDocument).decode
