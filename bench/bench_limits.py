@@ -59,7 +59,7 @@ ROW_BYTES = 420  # about a stored event's size (as bench_e2e)
 CLAIMS_PER_ST = 100
 SQLITE = "SQLite"
 POSTGRES = "PostgreSQL"
-MAX_JOBS_PER_SECOND = 3_000  # jobs queued for the job-cycle loop: more than it can run
+MAX_JOBS_PER_SECOND = 10_000  # jobs queued for the job-cycle loop: more than it can run
 ENQUEUE_BATCH = 100
 
 
