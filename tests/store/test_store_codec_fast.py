@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from revbridge.domain.events import SourceRef
-from revbridge.store import _plain_json, codec
+from revbridge.store import _plain_json, codec, stored_data
 
 
 @pytest.fixture(autouse=True, scope="module", params=["c", "python"])
@@ -59,7 +59,7 @@ def test_fast_path_writes_what_the_standard_library_writes(value: Any) -> None:
 @given(documents)
 def test_reads_back_what_the_standard_library_reads(value: Any) -> None:
     text = standard(value)
-    assert codec.from_json(text) == json.loads(text)
+    assert stored_data.from_json(text) == json.loads(text)
 
 
 @pytest.mark.parametrize(
@@ -77,12 +77,12 @@ def test_floats_anywhere_are_refused(value: Any) -> None:
 
 def test_big_integers_round_trip_exactly() -> None:
     value = {"n": 2**70, "m": -(2**65)}
-    assert codec.from_json(codec.to_json(value)) == value
+    assert stored_data.from_json(codec.to_json(value)) == value
 
 
 def test_lone_surrogates_take_the_standard_path() -> None:
     assert codec.to_json({"s": "\ud800"}) == '{"s":"\ud800"}'
-    assert codec.from_json('{"s":"\\ud800"}') == {"s": "\ud800"}
+    assert stored_data.from_json('{"s":"\\ud800"}') == {"s": "\ud800"}
 
 
 class _Shape(msgspec.Struct):
@@ -90,8 +90,8 @@ class _Shape(msgspec.Struct):
 
 
 def test_stored_data_msgspec_refuses_is_decoded_as_from_json_does() -> None:
-    data = codec.StoredData('{"s":"\\ud800","t":1}')
-    assert codec.data_as(data, _Shape) == _Shape("\ud800")  # not decoded yet: from the text
+    data = stored_data.StoredData('{"s":"\\ud800","t":1}')
+    assert stored_data.data_as(data, _Shape) == _Shape("\ud800")  # not decoded yet: from the text
     assert data == {"s": "\ud800", "t": 1}
 
 

@@ -11,8 +11,7 @@ import pytest
 
 from revbridge.domain.events import Event, SourceRef
 from revbridge.errors import StoreError
-from revbridge.store.base import Store
-from revbridge.store.codec import data_as
+from revbridge.store.base import Store, data_as
 
 MakeEvent = Callable[..., Event]
 

@@ -20,8 +20,7 @@ from revbridge.domain.journal import Journal, LineColumns
 from revbridge.domain.master import OTHER_CLASS, Facility, FinancialClass, MasterData
 from revbridge.domain.money import money_str
 from revbridge.ledger.posting_rules import Action, AdjustmentRule, PostingRules
-from revbridge.store.base import NewException
-from revbridge.store.codec import data_as
+from revbridge.store.base import NewException, data_as
 
 KINDS = ("remittance", "reversal", "correction")
 _LINE_REFERENCES = ("patient_control_number", "payer_claim_number", "plb_reference")

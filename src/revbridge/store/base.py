@@ -18,6 +18,9 @@ from revbridge.domain.events import Event
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.domain.values import slot_constructor
 
+# re-exported (mypy: "as"): stages decode event data with it
+from revbridge.store.stored_data import data_as as data_as  # noqa: PLC0414
+
 # --------------------------------------------------------------------------- records
 
 

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from itertools import chain, compress, count, repeat
 from operator import attrgetter, eq, is_, itemgetter, methodcaller
-from typing import Annotated, Any, NamedTuple, TypeVar, cast
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 
 from revbridge.domain.events import Event, SourceRef, new_event, new_source
 from revbridge.domain.journal import JournalLine, JournalLines
 from revbridge.store.base import StoredEvent, new_stored_event
+from revbridge.store.stored_data import StoredData, json_object
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -66,7 +67,6 @@ def _make_encoder() -> Callable[[Any], str]:
 _encode = _make_encoder()
 _FAST_ENCODER = msgspec.json.Encoder(decimal_format="string")
 _fast_encode = _FAST_ENCODER.encode
-_fast_decode = msgspec.json.Decoder().decode
 
 
 def to_json(value: Any) -> str:
@@ -127,14 +127,6 @@ def _fast_array(value: list[Any]) -> bool:
     )
 
 
-def from_json(text: str) -> Any:
-    """The value of a JSON text (numbers exactly: integers of any size stay integers)."""
-    try:
-        return _fast_decode(text)
-    except msgspec.DecodeError:  # what msgspec refuses, e.g. an escaped lone surrogate
-        return json.loads(text)
-
-
 def plain(value: Any) -> Any:
     """``value`` as plain JSON types; raises ``TypeError`` for floats and unknown types."""
     kind = type(value)
@@ -170,14 +162,6 @@ def _plain_object(value: Mapping[Any, Any]) -> dict[str, Any]:
     return {
         key: item if type(item) in _PLAIN_SCALARS else plain(item) for key, item in value.items()
     }
-
-
-def json_object(text: str) -> dict[str, Any]:
-    """Decode a JSON column that must hold an object."""
-    value = from_json(text)
-    if not isinstance(value, dict):
-        raise ValueError("stored JSON is not an object")
-    return value
 
 
 # -------------------------------------------------------------------------- instants
@@ -246,78 +230,6 @@ def source_from_json(text: str) -> SourceRef:
             value.get("segment"),
             value.get("path"),
         )
-
-
-class StoredData(Mapping[str, Any]):
-    """An event's data as read from the store: its JSON object text, decoded when the
-    mapping is first read (then as ``json_object`` decodes it), so events read only for
-    their envelope (type, keys, source) cost no decoding. ``data_as`` decodes just the
-    fields a caller declares, without building the rest (the ledger reads a few fields
-    of every claim event). Read-only, as every event's data."""
-
-    __slots__ = ("_text", "_value")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._value: dict[str, Any] | None = None
-
-    def _data(self) -> dict[str, Any]:
-        if self._value is None:
-            self._value = json_object(self._text)
-        return self._value
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data())
-
-    def __len__(self) -> int:
-        return len(self._data())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, StoredData):
-            return self._data() == other._data()
-        return self._data() == other if isinstance(other, Mapping) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # a mapping, like dict
-
-    def __repr__(self) -> str:
-        return repr(self._data())
-
-
-_Shape = TypeVar("_Shape")
-_shape_decoders: dict[type[Any], Callable[[str], Any]] = {}
-
-
-def data_as(data: Mapping[str, Any], shape: type[_Shape]) -> _Shape:
-    """``data`` (an event's) as ``shape``, a ``msgspec.Struct`` type: stored data not yet
-    decoded goes straight from its text into ``shape``, skipping what ``shape`` does not
-    declare; any other mapping is converted. Raises ``ValueError`` if the data does not
-    fit the shape."""
-    try:
-        if type(data) is StoredData:
-            if data._value is None:
-                try:
-                    return cast("_Shape", _shape_decoder(shape)(data._text))
-                except msgspec.ValidationError:
-                    raise
-                except msgspec.DecodeError:  # refused by msgspec, e.g. a lone surrogate:
-                    pass  # converted from the mapping, decoded as ``from_json`` does
-            data = data._data()
-        return msgspec.convert(data if type(data) is dict else dict(data), shape)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"event data is not a {shape.__name__}: {exc}") from exc
-
-
-def _shape_decoder(shape: type[Any]) -> Callable[[str], Any]:
-    decode = _shape_decoders.get(shape)
-    if decode is None:
-        decode = _shape_decoders[shape] = msgspec.json.Decoder(shape).decode
-    return decode
 
 
 def event_rows(

@@ -41,7 +41,7 @@ from revbridge.domain.events import Event, utcnow
 from revbridge.domain.journal import Journal, JournalStatus
 from revbridge.errors import ConfigurationError, LeaseLost, StoreError
 from revbridge.registry import ComponentSpec, Field
-from revbridge.store import codec, history
+from revbridge.store import codec, history, stored_data
 from revbridge.store.base import (
     Approval,
     ApprovalRepository,
@@ -568,7 +568,7 @@ def _job_from_row(row: Row) -> Job:
         id=row[0],
         kind=row[1],
         key=row[2],
-        payload=codec.json_object(row[3]),
+        payload=stored_data.json_object(row[3]),
         status=row[4],
         attempts=row[5],
         run_after=codec.from_micros(row[6]),
@@ -975,7 +975,7 @@ def _exception_from_row(row: Row) -> ExceptionItem:
         reason=row[1],
         detail=row[2],
         status=row[3],
-        subject=codec.json_object(row[4]),
+        subject=stored_data.json_object(row[4]),
         opened_at=codec.from_micros(row[5]),
         resolved_at=codec.optional_datetime(row[6]),
         resolved_by=row[7],
@@ -1097,7 +1097,7 @@ def _approval_from_row(row: Row) -> Approval:
     return Approval(
         id=row[0],
         kind=row[1],
-        subject=codec.json_object(row[2]),
+        subject=stored_data.json_object(row[2]),
         requested_by=row[3],
         requested_at=codec.from_micros(row[4]),
         status=row[5],
@@ -1200,7 +1200,7 @@ def _audit_from_row(row: Row) -> AuditEntry:
         action=row[3],
         subject_type=row[4],
         subject_id=row[5],
-        detail=codec.json_object(row[6]),
+        detail=stored_data.json_object(row[6]),
     )
 
 
