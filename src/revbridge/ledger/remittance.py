@@ -269,7 +269,7 @@ def _nested_adjustments(ctx: _Context, event: Event, claim: _Claim, kind: str) -
         if not amount:
             continue
         code = (data.group, data.reason)
-        booking = bookings.get(code) or _booking(ctx, code)
+        booking = bookings[code] if code in bookings else _booking(ctx, code)
         if booking is None:
             _adjustment(ctx, event, _Adjusted(data, data.segment, status, kind))
             continue
@@ -282,9 +282,8 @@ def _nested_adjustments(ctx: _Context, event: Event, claim: _Claim, kind: str) -
 
 def _booking(ctx: _Context, code: tuple[str, str]) -> _Booking | None:
     """How adjustments of ``code`` are booked, if its rule simply books them to an account
-    (None: no rule, a denial, information); asked once per code and remittance."""
-    if code in ctx.bookings:
-        return ctx.bookings[code]
+    (None: no rule, a denial, information); remembered in ``ctx.bookings``, so asked once
+    per code and remittance."""
     reason = f"{code[0]}-{code[1]}"
     account = _booked_account(ctx, ctx.rules.adjustment_rule(*code))
     booking = None if account is None else _Booking(reason, account, ctx.dimensions(reason))
