@@ -41,6 +41,8 @@ from tests.clock import FakeClock
 from tests.conftest import WORKED_EXAMPLE
 
 LIMIT = 20.0
+COOL_DOWN = 30  # breaker_open_seconds of the outage test
+WAIT = 12.0  # the wait each deferral signal below asks for
 NETSUITE_BODY = b'{"o:errorDetails":[{"o:errorCode":"SSS_REQUEST_LIMIT_EXCEEDED"}]}'
 
 
@@ -199,7 +201,7 @@ def test_a_30_minute_outage_opens_no_exception_item_and_posts_everything_once(
         rate_per_second=LIMIT,
         burst=2,
         breaker_failures=3,
-        breaker_open_seconds=30,
+        breaker_open_seconds=COOL_DOWN,
     )
 
     def down_for_30_minutes(clock: FakeClock) -> LimitedERP:
@@ -213,7 +215,8 @@ def test_a_30_minute_outage_opens_no_exception_item_and_posts_everything_once(
     refused = [at for at, status in erp.log if status == 0]
     probes = refused[3:]  # the breaker opened after 3 failures; then only half-open probes
     assert probes, "the breaker never probed the down ERP"
-    assert all((b - a).total_seconds() >= 30 for a, b in itertools.pairwise(probes))
+    # behaviour on the fake clock: no probe before the breaker's cool-down has passed
+    assert all((b - a).total_seconds() >= COOL_DOWN for a, b in itertools.pairwise(probes))
     assert app.guards["gl"].state is BreakerState.CLOSED  # drain rate: bench_rate_limit.py
     app.close()
 
@@ -258,8 +261,8 @@ def test_an_outage_never_counts_attempts_but_a_transient_fault_does(
 @pytest.mark.parametrize(
     "signal",
     [
-        Deferred(12.0, "circuit breaker open"),
-        ThrottledError("429", target="erp", retry_after=12.0),
+        Deferred(WAIT, "circuit breaker open"),
+        ThrottledError("429", target="erp", retry_after=WAIT),
         OutageError("connection refused", target="erp"),
     ],
 )
@@ -286,7 +289,7 @@ def test_waits_are_deferrals_that_never_count_or_park(
     assert worker.stats.parked == 0 and worker.stats.deferred == 20
     if not isinstance(signal, OutageError):
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(raised)]
-        assert min(gaps) >= 12.0  # never before the wait it was given
+        assert min(gaps) >= WAIT  # on the fake clock: never run again before the wait it gave
 
 
 def test_transient_failures_count_and_park_after_max_attempts(app: bootstrap.App) -> None:
